@@ -1,0 +1,87 @@
+"""The one retry loop every provider goes through.
+
+litellm's own retries differ per provider (NOTES.md), so it is always called with
+``max_retries=0`` and every transient failure comes back here: 429, 5xx, timeouts and dropped
+connections are retried with exponential backoff and full jitter, honouring Retry-After; an
+empty answer is retried on its own budget; any other error is raised at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from blocks.errors import EmptyResponse, ProviderError, RateLimited
+
+__all__ = ["RetryPolicy", "retry_call"]
+
+T = TypeVar("T")
+logger = logging.getLogger("llm_conductor.retry")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently to retry."""
+
+    #: Retries after transient errors (429, 5xx, timeouts, dropped connections).
+    retries: int = 3
+    #: Retries after an empty answer, counted separately.
+    empty_retries: int = 3
+    #: First backoff ceiling in seconds; doubles per attempt up to ``backoff_max``.
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    #: A Retry-After longer than this is not waited for: the error is raised instead.
+    max_retry_after: float = 300.0
+
+    def delay(self, failures: int, error: ProviderError, rng: random.Random) -> float:
+        retry_after = error.retry_after if isinstance(error, RateLimited) else None
+        if retry_after is not None:
+            return retry_after
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
+        return rng.uniform(0, ceiling)
+
+
+async def retry_call(
+    attempt: Callable[[], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    rng: random.Random | None = None,
+    on_retry: Callable[[ProviderError, float], None] | None = None,
+) -> tuple[T, int]:
+    """Await ``attempt()`` until it succeeds or the policy gives up.
+
+    Returns:
+        The result and the number of attempts made.
+
+    Raises:
+        ProviderError: the last error, when it is not retryable or the budget is spent.
+    """
+    rng = rng or random.Random()
+    transient = empty = 0
+    while True:
+        try:
+            return await attempt(), transient + empty + 1
+        except ProviderError as error:
+            if not error.retryable:
+                raise
+            if isinstance(error, EmptyResponse):
+                empty += 1
+                if empty > policy.empty_retries:
+                    raise
+                failures = empty
+            else:
+                transient += 1
+                if transient > policy.retries:
+                    raise
+                failures = transient
+            delay = policy.delay(failures, error, rng)
+            if delay > policy.max_retry_after:
+                raise
+            logger.info("retrying in %.2fs after: %s", delay, error)
+            if on_retry:
+                on_retry(error, delay)
+            await asyncio.sleep(delay)

@@ -1,0 +1,247 @@
+"""The ``llm-conductor`` command line.
+
+Only argument handling lives here: every command builds a provider block and calls a flow or a
+plain function. Expected failures (``ConductorError``) become one line on stderr; anything else
+is a bug and is shown in full (re-raised when LLM_CONDUCTOR_RAISE_ERRORS is set).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import sys
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from blocks.errors import ConductorError, UsageError
+
+__all__ = ["app", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_HELP = """
+Environment (flags win over env):
+
+  MODEL_PROVIDER       default --provider (openai)
+  MODEL_NAME           default --model
+  MODEL_REASONING      default --reasoning: minimal, low, medium, high
+  OPENAI_API_KEY, OPENROUTER_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY   provider keys
+  OPENAI_BASE_URL      OpenAI-compatible endpoint (local models)
+  LMSTUDIO_BASE_URL    default http://localhost:1234/v1
+  OLLAMA_BASE_URL      default http://localhost:11434
+  OPENAI_TEMPERATURE   sampling temperature
+  OPENAI_MAX_TOKENS    max tokens per answer segment
+  LITELLM_NUM_RETRIES  retries after 429/5xx/timeouts (default 3)
+  LITELLM_TIMEOUT      seconds per attempt, fractions allowed (default 120)
+  LITELLM_APP_RETRIES  retries after an empty answer (default 3)
+  LITELLM_DEBUG        1 = litellm debug logging
+  PREFECT_API_URL      when set, every run is a flow run visible in that Prefect UI
+  LLM_CONDUCTOR_RAISE_ERRORS  1 = show tracebacks for unexpected errors
+
+Logs: .local/logs/llm-conductor.log (DEBUG, rotating); INFO and warnings on stderr.
+Exit codes: 0 ok, 1 provider or prompt failure, 2 usage error, 130 interrupted.
+"""
+
+app = typer.Typer(
+    name="llm-conductor",
+    help="Run LLM prompts reliably, fast and observably, as Prefect flows.",
+    epilog=ENV_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+
+
+def _version() -> str:
+    try:
+        return version("llm-conductor")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def handle_errors(command: F) -> F:
+    """Map expected errors onto exit codes: usage 2, provider or prompt failure 1, Ctrl-C 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UsageError as error:
+            raise _fail(str(error), 2) from None
+        except ConductorError as error:
+            raise _fail(str(error), 1) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except Exception as error:
+            if os.environ.get("LLM_CONDUCTOR_RAISE_ERRORS"):
+                raise
+            raise _fail(f"unexpected {type(error).__name__}: {error}", 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"llm-conductor {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="DEBUG logs on stderr too.")
+    ] = False,
+    _version_flag: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    from flows.logs import configure_logging
+
+    configure_logging(verbose)
+
+
+# Options shared by every command that calls a model.
+ProviderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--provider", "-p", help="Provider kind or a litellm model string [env MODEL_PROVIDER]."
+    ),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Model [env MODEL_NAME].")]
+ReasoningOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--reasoning", help="Reasoning effort: minimal, low, medium, high [env MODEL_REASONING]."
+    ),
+]
+BlockOpt = Annotated[
+    str | None,
+    typer.Option("--block", help="Load a saved LLM Provider block by name (needs a Prefect API)."),
+]
+TemperatureOpt = Annotated[
+    float | None, typer.Option("--temperature", help="[env OPENAI_TEMPERATURE]")
+]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", help="[env OPENAI_MAX_TOKENS]")]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Seconds per attempt [env LITELLM_TIMEOUT].")
+]
+ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="Endpoint URL override.")]
+
+
+def build_provider(
+    provider: str | None,
+    model: str | None,
+    reasoning: str | None,
+    block: str | None = None,
+    **overrides: Any,
+) -> Any:
+    """The provider block from a saved block or env, with the flags applied on top."""
+    from blocks.llm_provider import LLMProvider, provider_from_env
+
+    overrides = {"model": model, "reasoning_effort": reasoning, **overrides}
+    if block:
+        loaded = LLMProvider.load(block)
+        if provider and provider != loaded.kind:
+            raise UsageError(
+                f"--provider {provider} conflicts with block {block!r} ({loaded.kind})"
+            )
+        update = {k: v for k, v in overrides.items() if v is not None}
+        return provider_from_env(loaded.kind, **{**loaded.model_dump(), **update})
+    return provider_from_env(provider, **overrides)
+
+
+def _read_prompt(prompt: str | None) -> str:
+    if prompt is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise UsageError("no prompt: pass --prompt TEXT or pipe the prompt on stdin")
+        prompt = sys.stdin.read()
+    if not prompt.strip():
+        raise UsageError("the prompt is empty")
+    return prompt
+
+
+@app.command()
+@handle_errors
+def run(
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", help="The prompt; read from stdin when omitted.")
+    ] = None,
+    provider: ProviderOpt = None,
+    model: ModelOpt = None,
+    reasoning: ReasoningOpt = None,
+    block: BlockOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    timeout: TimeoutOpt = None,
+    api_base: ApiBaseOpt = None,
+    no_stream: Annotated[
+        bool, typer.Option("--no-stream", help="Print the answer at the end, not as it arrives.")
+    ] = False,
+) -> None:
+    """Send one prompt and stream the answer to stdout.
+
+    Only the answer goes to stdout; logs and errors go to stderr. With PREFECT_API_URL set the
+    call is a flow run in that Prefect server's UI; without it no Prefect server is started.
+    """
+    from flows.single import run_single
+
+    llm = build_provider(
+        provider,
+        model,
+        reasoning,
+        block,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        api_base=api_base,
+    )
+    text = _read_prompt(prompt)
+    llm.check_ready()
+    completion = asyncio.run(run_single(text, llm, stream=not no_stream))
+    if no_stream:
+        sys.stdout.write(completion.text)
+    if not completion.text.endswith("\n"):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+@app.command("list")
+@handle_errors
+def list_providers() -> None:
+    """List every provider: default model, default parallelism, what it needs, and whether
+    that is present now (servers are not probed)."""
+    from blocks.providers import PROVIDERS
+
+    rows = [("PROVIDER", "DEFAULT MODEL", "PARALLEL", "NEEDS", "READY")]
+    for spec in PROVIDERS.values():
+        ready = "yes" if spec.requirement_met() else "no"
+        rows.append(
+            (spec.name, spec.default_model or "-", str(spec.parallelism), spec.requirement(), ready)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    app(args=argv, prog_name="llm-conductor")
+
+
+if __name__ == "__main__":
+    main()

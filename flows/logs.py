@@ -1,0 +1,40 @@
+"""Logging for the CLI: DEBUG to a rotating file, INFO and up (or DEBUG with -v) to stderr."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["LOG_FILE", "configure_logging"]
+
+LOG_FILE = Path(".local/logs/llm-conductor.log")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Set up the ``llm_conductor`` logger once per process; stdout is never used."""
+    logger = logging.getLogger("llm_conductor")
+    if getattr(logger, "_conductor_configured", False):
+        return
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # Prefect's handlers add their own copy otherwise
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setLevel(logging.DEBUG if verbose else logging.INFO)
+    stderr.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger.addHandler(stderr)
+    log_file = Path(os.environ.get("LLM_CONDUCTOR_LOG_FILE", LOG_FILE))
+    try:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.handlers.RotatingFileHandler(
+            log_file, maxBytes=5_000_000, backupCount=3, encoding="utf-8"
+        )
+    except OSError as error:  # a read-only working directory must not stop the run
+        logger.warning("cannot write the log file %s: %s", log_file, error)
+    else:
+        handler.setLevel(logging.DEBUG)
+        handler.setFormatter(logging.Formatter(_FORMAT))
+        logger.addHandler(handler)
+    logger._conductor_configured = True  # type: ignore[attr-defined]

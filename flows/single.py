@@ -1,0 +1,39 @@
+"""The single-prompt flow: one prompt in, one completion out (streamed when asked).
+
+Run it with ``llm-conductor run`` or ``python -m flows.single``.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from blocks.llm_provider import LLMProvider
+from blocks.result import Completion
+from flows.prefect_api import prefect_api_url
+from tasks.llm import call_model
+
+__all__ = ["complete_prompt", "run_single"]
+
+
+@flow(name="Complete one prompt", description="Send one prompt to one provider.")
+async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = False) -> Completion:
+    """Complete one prompt through the ``call-model`` task."""
+    return await call_model(provider, prompt, stream=stream)
+
+
+async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False) -> Completion:
+    """Complete ``prompt`` as a flow run when a Prefect API is configured, directly otherwise.
+
+    Without a configured API, Prefect would start an ephemeral server (6-7 s) for a call that
+    takes a fraction of that; the task's function runs without it and nothing is lost, since
+    there is no UI to show the run in.
+    """
+    if prefect_api_url():
+        return await complete_prompt(prompt, provider, stream=stream)
+    return await call_model.fn(provider, prompt, stream=stream)
+
+
+if __name__ == "__main__":
+    from flows.cli import main
+
+    main(["run"])

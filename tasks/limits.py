@@ -1,0 +1,77 @@
+"""Per-provider limits inside one process: requests in flight, requests/min, tokens/min.
+
+A gate lives on one event loop (asyncio primitives are bound to the loop that first uses
+them), so ``gate_for`` keeps one per provider configuration and loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from aiolimiter import AsyncLimiter
+
+if TYPE_CHECKING:
+    from blocks.llm_provider import LLMProvider
+
+__all__ = ["ProviderGate", "estimate_tokens", "gate_for"]
+
+
+def estimate_tokens(text: str) -> int:
+    """A cheap upper-ish estimate (about 4 characters per token) for budgeting only."""
+    return max(1, len(text) // 4)
+
+
+class ProviderGate:
+    """Admission control for one provider: a semaphore plus optional rate limiters."""
+
+    def __init__(
+        self,
+        max_in_flight: int,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
+    ) -> None:
+        self.max_in_flight = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._requests = AsyncLimiter(requests_per_minute, 60) if requests_per_minute else None
+        self._tokens = AsyncLimiter(tokens_per_minute, 60) if tokens_per_minute else None
+        self.in_flight = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self, estimated_tokens: int = 0) -> AsyncIterator[None]:
+        """Wait for a free slot and the rate budget, then hold the slot for one call."""
+        async with self._slots:
+            if self._requests:
+                await self._requests.acquire()
+            if self._tokens and estimated_tokens:
+                await self._tokens.acquire(min(estimated_tokens, self._tokens.max_rate))
+            self.in_flight += 1
+            try:
+                yield
+            finally:
+                self.in_flight -= 1
+
+    async def spend_tokens(self, actual: int, estimated: int) -> None:
+        """Charge the tokens/minute budget for what a call used beyond its estimate."""
+        if self._tokens and actual > estimated:
+            await self._tokens.acquire(min(actual - estimated, self._tokens.max_rate))
+
+
+_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, ProviderGate]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def gate_for(provider: LLMProvider, max_in_flight: int | None = None) -> ProviderGate:
+    """The gate shared by every call to ``provider`` on the running loop."""
+    limit = max_in_flight or provider.max_in_flight
+    key = (provider.label, provider.resolved_api_base(), limit)
+    gates = _gates.setdefault(asyncio.get_running_loop(), {})
+    if key not in gates:
+        gates[key] = ProviderGate(
+            limit, provider.requests_per_minute, provider.tokens_per_minute
+        )
+    return gates[key]

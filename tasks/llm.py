@@ -1,0 +1,52 @@
+"""The task that performs one LLM call."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from prefect import task
+
+from blocks.llm_provider import LLMProvider
+from blocks.result import Completion
+
+__all__ = ["call_model", "stream_to_stdout"]
+
+logger = logging.getLogger("llm_conductor.tasks")
+
+
+def stream_to_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+@task(name="call-model", task_run_name="call {provider.kind}", retries=0)
+async def call_model(provider: LLMProvider, prompt: str, stream: bool = False) -> Completion:
+    """Complete ``prompt`` with ``provider``; with ``stream`` the answer goes to stdout as it comes.
+
+    Retries live in the provider block (one loop that honours Retry-After), so the task itself
+    is not retried: a second loop here would multiply attempts.
+
+    Example:
+        ```python
+        from prefect import flow
+        from blocks import LLMProvider
+        from tasks.llm import call_model
+
+        @flow
+        async def ask() -> str:
+            completion = await call_model(LLMProvider(kind="random"), "Name three rivers")
+            return completion.text
+        ```
+    """
+    completion = await provider.acomplete(prompt, on_text=stream_to_stdout if stream else None)
+    logger.debug(
+        "%s answered in %.2fs: %d+%d tokens, %s segment(s), %s attempt(s)",
+        provider.label,
+        completion.elapsed,
+        completion.prompt_tokens,
+        completion.completion_tokens,
+        completion.segments,
+        completion.attempts,
+    )
+    return completion
