@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -216,6 +217,99 @@ def run(
     if not completion.text.endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+@app.command()
+@handle_errors
+def batch(
+    input_dir: Annotated[
+        Path, typer.Option("--input-dir", "-i", help="Folder of *.prompt.md files.")
+    ] = Path("prompts"),
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Where outputs go (created if missing).")
+    ] = Path("outputs"),
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Scan subfolders too.")
+    ] = False,
+    parallelism: Annotated[
+        int | None,
+        typer.Option("--parallelism", "-j", help="Prompts in flight [default: the provider's]."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Regenerate every prompt, changed or not.")
+    ] = False,
+    files_from: Annotated[
+        str | None,
+        typer.Option(
+            "--files-from",
+            help="Run exactly the prompt files listed in FILE, one per line ('-' = stdin).",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would run, with a token/cost estimate.")
+    ] = False,
+    max_cost: Annotated[
+        float | None,
+        typer.Option("--max-cost", help="Stop starting new prompts once this many USD are spent."),
+    ] = None,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="Run only the prompts that failed last time.")
+    ] = False,
+    provider: ProviderOpt = None,
+    model: ModelOpt = None,
+    reasoning: ReasoningOpt = None,
+    block: BlockOpt = None,
+    temperature: TemperatureOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    timeout: TimeoutOpt = None,
+    api_base: ApiBaseOpt = None,
+) -> None:
+    """Generate an output file for every changed *.prompt.md file.
+
+    NAME.EXT.prompt.md -> NAME.EXT (e.g. .json is validated JSON); NAME.prompt.md -> NAME.json
+    when the answer is JSON, else NAME.md. Unchanged prompts (same content, provider, model,
+    parameters and format) are skipped. Exit 0 when nothing failed, 1 when a prompt failed,
+    2 on usage errors, 130 on Ctrl-C (finished outputs are kept).
+    """
+    from flows.batch import run_batch
+
+    llm = build_provider(
+        provider,
+        model,
+        reasoning,
+        block,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        timeout=timeout,
+        api_base=api_base,
+    )
+    listed = None
+    if files_from is not None:
+        listed = _read_list(files_from)
+    summary = run_batch(
+        llm,
+        input_dir,
+        output_dir,
+        recursive=recursive,
+        parallelism=parallelism,
+        force=force,
+        retry_errors=retry_errors,
+        files_from=listed,
+        max_cost=max_cost,
+        dry=dry_run,
+    )
+    if not dry_run:
+        typer.echo(summary.line(), err=True)
+    raise typer.Exit(summary.exit_code)
+
+
+def _read_list(source: str) -> list[str]:
+    if source == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        return Path(source).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read --files-from {source}: {error}") from None
 
 
 @app.command("list")

@@ -71,7 +71,50 @@ def gate_for(provider: LLMProvider, max_in_flight: int | None = None) -> Provide
     key = (provider.label, provider.resolved_api_base(), limit)
     gates = _gates.setdefault(asyncio.get_running_loop(), {})
     if key not in gates:
-        gates[key] = ProviderGate(
-            limit, provider.requests_per_minute, provider.tokens_per_minute
-        )
+        gates[key] = ProviderGate(limit, provider.requests_per_minute, provider.tokens_per_minute)
     return gates[key]
+
+
+def global_limit_name(provider: LLMProvider) -> str:
+    """The Prefect global concurrency limit shared by every run using this provider."""
+    slug = "".join(c if c.isalnum() else "-" for c in provider.label.lower()).strip("-")
+    return f"llm-provider-{slug}"
+
+
+async def global_limit(provider: LLMProvider) -> str | None:
+    """The name of the provider's Prefect global concurrency limit, created on first use;
+    None without a configured Prefect API (then the in-process gate is the only limit)."""
+    from flows.prefect_api import prefect_api_url
+
+    if not prefect_api_url():
+        return None
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = global_limit_name(provider)
+    async with get_client() as client:
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=provider.max_in_flight)
+                )
+    return name
+
+
+@contextlib.asynccontextmanager
+async def global_slot(name: str | None) -> AsyncIterator[None]:
+    """Hold one slot of a global concurrency limit for as long as a worker lives.
+
+    A slot per worker rather than per call, because each acquire costs 55-290 ms (NOTES.md);
+    two runs on one provider then share its ``max_in_flight`` between them.
+    """
+    if name is None:
+        yield
+        return
+    from prefect.concurrency.asyncio import concurrency
+
+    async with concurrency(name, occupy=1, strict=True):
+        yield

@@ -1,0 +1,292 @@
+"""The batch flow: every changed ``*.prompt.md`` file -> its output file.
+
+Run it with ``llm-conductor batch`` or ``python -m flows.batch`` (same options).
+
+The recipe: take the output folder's lock, plan (which prompts changed), run the changed ones
+through the cached ``generate-output`` task with at most ``parallelism`` in flight, write each
+output atomically as soon as it is ready, record it in the manifest, report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from pathlib import Path
+
+from prefect import Task, flow
+
+from blocks.errors import ConductorError, InvalidOutput, ProviderError, UsageError
+from blocks.llm_provider import LLMProvider
+from flows.prefect_api import prefect_api_url
+from tasks.batch import BatchPlan, Job, plan_batch
+from tasks.generate import GeneratedOutput, generate_output
+from tasks.limits import ProviderGate, estimate_tokens, gate_for, global_limit, global_slot
+from tasks.manifest import BatchLock, Entry, Manifest
+from tasks.outputs import write_atomic
+from tasks.prompt_files import read_prompt
+from tasks.reporting import BatchReporter, BatchSummary, PromptOutcome
+
+__all__ = ["run_batch", "run_batch_mode", "run_prompt_batch"]
+
+logger = logging.getLogger("llm_conductor.batch")
+STATE_DIR = ".llm-conductor"
+
+
+@flow(
+    name="Run prompt batch",
+    description="Generate the output of every changed *.prompt.md file.",
+    log_prints=False,
+)
+async def run_prompt_batch(
+    input_dir: Path,
+    output_dir: Path,
+    provider: LLMProvider,
+    recursive: bool = False,
+    parallelism: int | None = None,
+    force: bool = False,
+    retry_errors: bool = False,
+    files_from: list[str] | None = None,
+    max_cost: float | None = None,
+) -> BatchSummary:
+    """Generate outputs for changed prompts; returns counts, tokens, cost and duration."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with BatchLock(output_dir):
+        manifest = Manifest.open(output_dir)
+        plan = plan_batch(
+            provider,
+            input_dir,
+            output_dir,
+            manifest,
+            recursive=recursive,
+            files_from=files_from,
+            force=force,
+            retry_errors=retry_errors,
+        )
+        return await execute_plan(
+            plan, provider, output_dir, manifest, parallelism, force, max_cost
+        )
+
+
+async def execute_plan(
+    plan: BatchPlan,
+    provider: LLMProvider,
+    output_dir: Path,
+    manifest: Manifest,
+    parallelism: int | None,
+    force: bool,
+    max_cost: float | None,
+) -> BatchSummary:
+    """Run the plan's jobs with ``parallelism`` workers; every outcome is reported."""
+    workers = min(parallelism or provider.max_in_flight, max(1, len(plan.jobs)))
+    reporter = BatchReporter(len(plan.jobs))
+    await reporter.start()
+    for problem in plan.problems:
+        await reporter.record(
+            PromptOutcome(file=_problem_file(problem), status="failed", error=str(problem))
+        )
+    for prompt in plan.up_to_date:
+        await reporter.record(PromptOutcome(file=str(prompt.relative), status="up-to-date"))
+    # Persisted answers go to Prefect's result storage (PREFECT_LOCAL_STORAGE_PATH), keyed
+    # by prompt key: a rerun after a crash between answer and write costs nothing.
+    generate = generate_output.with_options(refresh_cache=force) if force else generate_output
+    gate = gate_for(provider, workers)
+    jobs = iter(plan.jobs)
+    limit_name = await global_limit(provider) if plan.jobs else None
+
+    async def worker() -> None:
+        async with global_slot(limit_name):
+            for job in jobs:
+                if max_cost is not None and reporter.summary.cost >= max_cost:
+                    await reporter.record(
+                        PromptOutcome(file=str(job.prompt.relative), status="not-started")
+                    )
+                    continue
+                await reporter.record(
+                    await run_job(job, provider, output_dir, manifest, generate, gate)
+                )
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(worker())
+    except asyncio.CancelledError:
+        reporter.summary.interrupted = True
+        raise
+    finally:
+        manifest.compact()
+        summary = await reporter.close()
+    return summary
+
+
+async def run_job(
+    job: Job,
+    provider: LLMProvider,
+    output_dir: Path,
+    manifest: Manifest,
+    generate: Task[..., Awaitable[GeneratedOutput]],
+    gate: ProviderGate,
+) -> PromptOutcome:
+    """One prompt: read, generate (cached), write atomically, record. Never raises for a
+    failure of this prompt alone, so one bad prompt cannot stop the others."""
+    name = str(job.prompt.relative)
+    try:
+        _raw, text = read_prompt(job.prompt)
+        estimate = estimate_tokens(text)
+        async with gate.slot(estimate):
+            generated = await generate(provider, text, job.key, job.output_format, name)
+        completion = generated.completion
+        await gate.spend_tokens(completion.usage.total_tokens, estimate)
+        output = job.prompt.output_path(output_dir, generated.is_json)
+        write_atomic(output, generated.text)
+    except (ProviderError, InvalidOutput, ConductorError, OSError) as error:
+        message = " ".join(str(error).split())
+        manifest.record(Entry.failed(name, job.key, message))
+        return PromptOutcome(file=name, status="failed", error=message)
+    manifest.record(Entry.succeeded(name, job.key, str(output.relative_to(output_dir)), completion))
+    return PromptOutcome(
+        file=name,
+        status="ok",
+        prompt_tokens=completion.prompt_tokens,
+        completion_tokens=completion.completion_tokens,
+        cost=completion.cost,
+        seconds=round(completion.elapsed, 3),
+    )
+
+
+def _problem_file(problem: Exception) -> str:
+    return str(getattr(problem, "path", "") or problem).split(":")[0]
+
+
+def _check_dirs(input_dir: Path, output_dir: Path) -> None:
+    if not input_dir.is_dir():
+        raise UsageError(f"input dir {input_dir} does not exist or is not a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".{STATE_DIR}-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise UsageError(f"output dir {output_dir} is not writable: {error.strerror}") from None
+
+
+def estimate_plan(plan: BatchPlan, provider: LLMProvider) -> tuple[int, float | None]:
+    """Prompt tokens of the jobs and, when litellm knows the model's price, their input cost."""
+    tokens = 0
+    for job in plan.jobs:
+        with contextlib.suppress(ConductorError):
+            tokens += estimate_tokens(read_prompt(job.prompt)[1])
+    price: float | None = None
+    if provider.spec.backend == "random":
+        price = 0.0
+    elif provider.spec.backend == "litellm":
+        from blocks.providers.litellm_backend import _litellm, litellm_model
+
+        info = _litellm().model_cost.get(litellm_model(provider)) or _litellm().model_cost.get(
+            provider.model_name
+        )
+        price = info.get("input_cost_per_token") if info else None
+    return tokens, (tokens * price if price is not None else None)
+
+
+def dry_run(plan: BatchPlan, provider: LLMProvider) -> None:
+    """Print what would run (to stdout: it is the command's output)."""
+    for job in plan.jobs:
+        print(f"would run  {job.prompt.relative}  ({job.reason})")
+    for problem in plan.problems:
+        print(f"problem    {problem}")
+    tokens, cost = estimate_plan(plan, provider)
+    cost_text = f"${cost:.4f} for input" if cost is not None else "cost unknown for this model"
+    print(
+        f"dry run: {len(plan.jobs)} to run, {len(plan.up_to_date)} up to date, "
+        f"{len(plan.problems)} problems; ~{tokens:,} prompt tokens, {cost_text} "
+        f"(answers not included), provider {provider.label}"
+    )
+
+
+def run_batch(
+    provider: LLMProvider,
+    input_dir: Path,
+    output_dir: Path,
+    *,
+    recursive: bool = False,
+    parallelism: int | None = None,
+    force: bool = False,
+    retry_errors: bool = False,
+    files_from: list[str] | None = None,
+    max_cost: float | None = None,
+    dry: bool = False,
+) -> BatchSummary:
+    """Check the input, then run the flow; the CLI's and ``run_batch_mode``'s entry point.
+
+    Without a configured Prefect API, a run with nothing to do returns before Prefect's
+    ephemeral server would start (6-7 s), so a no-op rerun stays fast.
+    """
+    if parallelism is not None and parallelism < 1:
+        raise UsageError(f"--parallelism must be at least 1, got {parallelism}")
+    if max_cost is not None and max_cost <= 0:
+        raise UsageError(f"--max-cost must be positive, got {max_cost}")
+    _check_dirs(input_dir, output_dir)
+    options = {"recursive": recursive, "files_from": files_from, "retry_errors": retry_errors}
+    if dry or not prefect_api_url():
+        plan = plan_batch(
+            provider, input_dir, output_dir, Manifest.open(output_dir), force=force, **options
+        )
+        if dry:
+            dry_run(plan, provider)
+            return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
+        if not plan.jobs and not plan.problems:
+            return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
+    provider.check_ready()
+    return asyncio.run(
+        run_prompt_batch(
+            input_dir,
+            output_dir,
+            provider,
+            parallelism=parallelism,
+            force=force,
+            max_cost=max_cost,
+            **options,
+        )
+    )
+
+
+def run_batch_mode(
+    provider: LLMProvider,
+    parallelism: int | None,
+    verbose: bool,
+    force: bool,
+    input_dir: Path,
+    output_dir: Path,
+    recursive: bool = False,
+) -> int:
+    """The seed llm-conductor's Python API: run a batch and return the exit code."""
+    from flows.logs import configure_logging
+
+    configure_logging(verbose)
+    try:
+        summary = run_batch(
+            provider,
+            Path(input_dir),
+            Path(output_dir),
+            recursive=recursive,
+            parallelism=parallelism,
+            force=force,
+        )
+    except UsageError as error:
+        logger.error("%s", error)
+        return 2
+    except ConductorError as error:
+        logger.error("%s", error)
+        return 1
+    logger.info("%s", summary.line())
+    return summary.exit_code
+
+
+if __name__ == "__main__":
+    import sys
+
+    from flows.cli import main
+
+    main(["batch", *sys.argv[1:]])

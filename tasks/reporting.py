@@ -1,0 +1,194 @@
+"""Progress of a batch: terminal (bar on a TTY, plain lines otherwise) and Prefect artifacts."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+from pydantic import BaseModel
+
+__all__ = ["BatchReporter", "BatchSummary", "PromptOutcome"]
+
+logger = logging.getLogger("llm_conductor.batch")
+_ARTIFACT_INTERVAL = 2.0  # seconds between progress-artifact updates: each is an API call
+
+
+class PromptOutcome(BaseModel):
+    file: str
+    status: str  # ok | failed | up-to-date | not-started
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class BatchSummary(BaseModel):
+    """What a batch run did; the flow's return value."""
+
+    total: int = 0
+    ok: int = 0
+    failed: int = 0
+    up_to_date: int = 0
+    not_started: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    cost_known: bool = True
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+    def line(self) -> str:
+        cost = f"${self.cost:.4f}" + ("" if self.cost_known else " (some costs unknown)")
+        parts = [f"{self.ok} ok", f"{self.failed} failed", f"{self.up_to_date} up to date"]
+        if self.not_started:
+            parts.append(f"{self.not_started} not started (--max-cost reached)")
+        return (
+            f"batch: {self.total} prompts: {', '.join(parts)}; "
+            f"{self.prompt_tokens + self.completion_tokens:,} tokens, {cost}, {self.seconds:.1f}s"
+        )
+
+    def markdown(self) -> str:
+        rows = [
+            ("Prompts", self.total),
+            ("Generated", self.ok),
+            ("Failed", self.failed),
+            ("Up to date (skipped)", self.up_to_date),
+            ("Not started (budget)", self.not_started),
+            ("Prompt tokens", f"{self.prompt_tokens:,}"),
+            ("Completion tokens", f"{self.completion_tokens:,}"),
+            ("Cost (USD)", f"{self.cost:.4f}" + ("" if self.cost_known else " + unknown")),
+            ("Duration (s)", f"{self.seconds:.1f}"),
+        ]
+        return "# Batch summary\n\n| | |\n|---|---|\n" + "".join(
+            f"| {name} | {value} |\n" for name, value in rows
+        )
+
+
+class BatchReporter:
+    """Counts outcomes and shows them; artifact calls only happen inside a flow run."""
+
+    def __init__(self, jobs: int, *, tty: bool | None = None, artifacts: bool = True) -> None:
+        self.summary = BatchSummary()
+        self.outcomes: list[PromptOutcome] = []
+        self.jobs = jobs
+        self.done = 0
+        self._started = time.monotonic()
+        self._tty = sys.stderr.isatty() if tty is None else tty
+        self._artifacts = artifacts and _in_flow_run()
+        self._progress_id: Any = None
+        self._last_artifact = 0.0
+        self._bar: Any = None
+        self._task: Any = None
+
+    async def start(self) -> None:
+        if self._tty and self.jobs:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[bold]batch"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[tokens]:,} tok  ${task.fields[cost]:.4f}"),
+                transient=False,
+            )
+            self._task = self._bar.add_task("batch", total=self.jobs, tokens=0, cost=0.0)
+            self._bar.start()
+        if self._artifacts:
+            from prefect.artifacts import acreate_progress_artifact
+
+            self._progress_id = await acreate_progress_artifact(
+                0.0, key="batch-progress", description="Prompts finished in this run"
+            )
+
+    async def record(self, outcome: PromptOutcome) -> None:
+        s = self.summary
+        s.total += 1
+        self.outcomes.append(outcome)
+        if outcome.status == "up-to-date":
+            s.up_to_date += 1
+            return
+        if outcome.status == "not-started":
+            s.not_started += 1
+            return
+        self.done += 1
+        if outcome.status == "ok":
+            s.ok += 1
+        else:
+            s.failed += 1
+        s.prompt_tokens += outcome.prompt_tokens
+        s.completion_tokens += outcome.completion_tokens
+        if outcome.cost is None:
+            s.cost_known = outcome.status != "ok" and s.cost_known
+        else:
+            s.cost += outcome.cost
+        if self._bar is not None:
+            tokens = s.prompt_tokens + s.completion_tokens
+            self._bar.update(self._task, advance=1, tokens=tokens, cost=s.cost)
+            if outcome.status == "failed":
+                self._bar.console.print(f"[red]failed[/red] {outcome.file}: {outcome.error}")
+        elif outcome.status == "ok":
+            logger.info(
+                "ok %s (%d tokens, %.2fs) [%d/%d]",
+                outcome.file,
+                outcome.prompt_tokens + outcome.completion_tokens,
+                outcome.seconds,
+                self.done,
+                self.jobs,
+            )
+        else:
+            logger.warning(
+                "failed %s: %s [%d/%d]", outcome.file, outcome.error, self.done, self.jobs
+            )
+        await self._update_artifact()
+
+    async def _update_artifact(self, force: bool = False) -> None:
+        if self._progress_id is None or not self.jobs:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_artifact < _ARTIFACT_INTERVAL:
+            return
+        self._last_artifact = now
+        from prefect.artifacts import aupdate_progress_artifact
+
+        await aupdate_progress_artifact(self._progress_id, 100.0 * self.done / self.jobs)
+
+    async def close(self) -> BatchSummary:
+        self.summary.seconds = time.monotonic() - self._started
+        if self._bar is not None:
+            self._bar.stop()
+        if self._artifacts:
+            from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+
+            await self._update_artifact(force=True)
+            await acreate_markdown_artifact(
+                self.summary.markdown(), key="batch-summary", description=self.summary.line()
+            )
+            table = [o.model_dump() for o in self.outcomes if o.status != "up-to-date"]
+            await acreate_table_artifact(
+                table or [{"file": "-", "status": "nothing to do"}],
+                key="batch-prompts",
+                description="Per prompt: file, status, tokens, cost, seconds, error",
+            )
+        return self.summary
+
+
+def _in_flow_run() -> bool:
+    from prefect.context import FlowRunContext
+
+    return FlowRunContext.get() is not None
