@@ -135,7 +135,9 @@ async def run_job(
         _raw, text = read_prompt(job.prompt)
         estimate = estimate_tokens(text)
         async with gate.slot(estimate):
-            generated = await generate(provider, text, job.key, job.output_format, name)
+            generated = await generate(
+                provider, text, job.key, job.output_format, name, str(output_dir.resolve())
+            )
         completion = generated.completion
         await gate.spend_tokens(completion.usage.total_tokens, estimate)
         output = job.prompt.output_path(output_dir, generated.is_json)

@@ -34,6 +34,8 @@ async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False
 
 
 if __name__ == "__main__":
+    import sys
+
     from flows.cli import main
 
-    main(["run"])
+    main(["run", *sys.argv[1:]])

@@ -7,6 +7,7 @@ import email.utils
 import functools
 import logging
 import os
+import re
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -90,11 +91,30 @@ def _retry_after(error: BaseException) -> float | None:
         return max(0.0, when.timestamp() - time.time()) if when else None
 
 
+_PREFIXES = re.compile(r"^(?:(?:litellm\.)?\w+(?:Error|Exception)(?::| -) )+")
+
+
 def _message(error: BaseException, secret: str | None) -> str:
     text = " ".join(str(getattr(error, "message", None) or error).split())
+    text = _PREFIXES.sub("", text)  # "litellm.X: X: OpenAIException - ..." -> "..."
     if secret and secret != _DUMMY_KEY:
         text = text.replace(secret, "***")
     return text[:300] or type(error).__name__
+
+
+def _connection_failure(error: BaseException) -> BaseException | None:
+    """The transport error behind ``error``: litellm reports a refused connection as a 500."""
+    import httpx
+    import openai
+
+    seen: BaseException | None = error
+    while seen is not None:
+        transport = openai.APIConnectionError | httpx.TransportError | ConnectionError
+        timeout = openai.APITimeoutError | httpx.TimeoutException
+        if isinstance(seen, transport) and not isinstance(seen, timeout):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @contextlib.contextmanager
@@ -110,9 +130,11 @@ def map_litellm_errors(provider: LLMProvider) -> Iterator[None]:
     except ProviderError:
         raise
     except Exception as error:
-        # litellm wraps transport errors; anything else is a bug and stays visible.
-        known = litellm.exceptions.APIError | litellm.exceptions.OpenAIError
-        if not isinstance(error, known | ConnectionError | TimeoutError):
+        # Every litellm exception derives from the OpenAI SDK's root; anything else is a bug
+        # in our code and stays visible.
+        import openai
+
+        if not isinstance(error, openai.OpenAIError | ConnectionError | TimeoutError):
             raise
         name = provider.kind
         status = getattr(error, "status_code", None)
@@ -121,10 +143,10 @@ def map_litellm_errors(provider: LLMProvider) -> Iterator[None]:
             raise ProviderTimeout(
                 f"no answer within {provider.timeout:g}s", provider=name, status_code=408
             ) from error
-        if isinstance(error, litellm.APIConnectionError | ConnectionError):
+        if _connection_failure(error) is not None:
             where = provider.resolved_api_base() or "the provider"
             raise ProviderUnavailable(
-                f"cannot reach {where}: {message}", provider=name, status_code=status
+                f"connection to {where} failed: {message}", provider=name
             ) from error
         if status == 429:
             raise RateLimited(

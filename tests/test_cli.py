@@ -1,0 +1,138 @@
+"""The real `llm-conductor` command, run as a subprocess: stdout, stderr and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CLI = str(Path(sys.executable).parent / "llm-conductor")
+
+
+def cli(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+@pytest.fixture
+def openai_env(llm_server) -> dict[str, str]:
+    return {
+        "OPENAI_BASE_URL": llm_server.base_url,
+        "OPENAI_API_KEY": "sk-cli-test-secret",
+        "LITELLM_TIMEOUT": "5",
+    }
+
+
+def test_run_streams_only_the_answer_to_stdout(llm_server, openai_env, tmp_path):
+    llm_server.reply = "alpha beta gamma delta"
+    result = cli(
+        "run", "--provider", "openai", "--model", "m", input="Tell me", env=openai_env, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "alpha beta gamma delta\n"
+    assert "alpha" not in result.stderr
+    [request] = llm_server.requests
+    assert request.json["stream"] is True, "litellm providers stream"
+    assert request.json["messages"][0]["content"] == "Tell me"
+    log = tmp_path / ".local/logs/llm-conductor.log"
+    assert not log.exists() or "sk-cli-test-secret" not in log.read_text()
+
+
+def test_run_with_prompt_flag_and_offline_provider():
+    result = cli("run", "-p", "random", "--prompt", "give me a list of squares")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1. ")
+
+
+def test_provider_failure_exits_1_with_one_line(llm_server, openai_env):
+    for _ in range(2):
+        llm_server.enqueue("500")
+    result = cli(
+        "run", "-p", "openai", "--prompt", "x", env={**openai_env, "LITELLM_NUM_RETRIES": "1"}
+    )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: openai:")
+
+
+@pytest.mark.parametrize(
+    ("args", "stdin", "env", "message"),
+    [
+        (["run", "-p", "random"], "   \n", {}, "the prompt is empty"),
+        (["run", "-p", "nosuch", "--prompt", "x"], None, {}, "valid providers: openai"),
+        (["run", "-p", "openai", "--prompt", "x"], None, {}, "set OPENAI_API_KEY"),
+        (
+            ["run", "-p", "random", "--reasoning", "max", "--prompt", "x"],
+            None,
+            {},
+            "choose one of minimal, low, medium, high",
+        ),
+        (
+            ["run", "-p", "random", "--prompt", "x"],
+            None,
+            {"LITELLM_TIMEOUT": "abc"},
+            "LITELLM_TIMEOUT",
+        ),
+    ],
+)
+def test_usage_errors_exit_2_without_calling_a_provider(llm_server, args, stdin, env, message):
+    result = cli(*args, input=stdin, env={"OPENAI_BASE_URL": llm_server.base_url, **env})
+    assert result.returncode == 2, result.stderr
+    assert result.stdout == ""
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert llm_server.requests == []
+
+
+def test_list_shows_every_provider_and_requirements():
+    result = cli("list", env={"OPENAI_API_KEY": "x"})
+    assert result.returncode == 0
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert set(lines) >= {
+        "openai",
+        "openrouter",
+        "lmstudio",
+        "ollama",
+        "anthropic",
+        "gemini",
+        "claude-code",
+        "openai-codex",
+        "random",
+    }
+    assert "OPENAI_API_KEY" in lines["openai"] and lines["openai"].endswith("yes")
+    assert lines["openrouter"].endswith("no")
+    assert "32" in lines["openai"] and " 1 " in lines["lmstudio"] and " 4 " in lines["claude-code"]
+
+
+def test_version_and_help_document_options_and_env():
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.startswith("llm-conductor ")
+    top = cli("--help").stdout
+    for env in ("MODEL_PROVIDER", "LITELLM_TIMEOUT", "LITELLM_APP_RETRIES", "PREFECT_API_URL"):
+        assert env in top
+    run_help = cli("run", "--help").stdout
+    for option in ("--prompt", "--provider", "--model", "--reasoning", "--no-stream"):
+        assert option in run_help
+
+
+def test_python_module_entry_points():
+    result = subprocess.run(
+        [sys.executable, "-m", "flows.single", "-p", "random", "--prompt", "a list please"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("1. ")
