@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import time
@@ -11,7 +12,7 @@ from prefect.blocks.core import Block
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from blocks.errors import NeedsKey, ProviderError, UsageError
+from blocks.errors import EmptyResponse, NeedsKey, ProviderError, ProviderTimeout, UsageError
 from blocks.providers import LITELLM_KIND, PROVIDERS, ProviderSpec, get_spec, load_backend
 from blocks.providers.base import Message, OnText, Segment
 from blocks.result import Completion, Usage
@@ -226,7 +227,14 @@ class LLMProvider(Block):
             on_text(text)  # type: ignore[misc]
 
         try:
-            segment: Segment = await backend(self, messages, counting if on_text else None)
+            # A hard deadline for every backend: litellm ignores its timeout on some streams.
+            async with asyncio.timeout(self.timeout + 1):
+                segment: Segment = await backend(self, messages, counting if on_text else None)
+        except TimeoutError:
+            error = ProviderTimeout(f"no answer within {self.timeout:g}s", provider=self.kind)
+            if emitted:
+                error.retryable = False
+            raise error from None
         except ProviderError as error:
             if emitted:
                 # Text already went out (e.g. to stdout): a retry would print it twice.
@@ -234,8 +242,6 @@ class LLMProvider(Block):
                 error.args = (f"stream interrupted after {emitted} characters: {error.args[0]}",)
             raise
         if not segment.text.strip() and segment.finish_reason != "length":
-            from blocks.errors import EmptyResponse
-
             raise EmptyResponse("the model returned an empty answer", provider=self.kind)
         return segment
 

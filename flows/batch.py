@@ -10,6 +10,7 @@ output atomically as soon as it is ready, record it in the manifest, report.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable
@@ -22,7 +23,7 @@ from blocks.llm_provider import LLMProvider
 from flows.prefect_api import prefect_api_url
 from tasks.batch import BatchPlan, Job, plan_batch
 from tasks.generate import GeneratedOutput, generate_output
-from tasks.limits import ProviderGate, estimate_tokens, gate_for, global_limit, global_slot
+from tasks.limits import ProviderGate, estimate_tokens, gate_for, global_limit, run_workers
 from tasks.manifest import BatchLock, Entry, Manifest
 from tasks.outputs import write_atomic
 from tasks.prompt_files import read_prompt
@@ -92,25 +93,20 @@ async def execute_plan(
     # by prompt key: a rerun after a crash between answer and write costs nothing.
     generate = generate_output.with_options(refresh_cache=force) if force else generate_output
     gate = gate_for(provider, workers)
-    jobs = iter(plan.jobs)
-    limit_name = await global_limit(provider) if plan.jobs else None
+    queue = collections.deque(plan.jobs)
 
     async def worker() -> None:
-        async with global_slot(limit_name):
-            for job in jobs:
-                if max_cost is not None and reporter.summary.cost >= max_cost:
-                    await reporter.record(
-                        PromptOutcome(file=str(job.prompt.relative), status="not-started")
-                    )
-                    continue
-                await reporter.record(
-                    await run_job(job, provider, output_dir, manifest, generate, gate)
-                )
+        while queue:
+            job = queue.popleft()
+            if max_cost is not None and reporter.summary.cost >= max_cost:
+                outcome = PromptOutcome(file=str(job.prompt.relative), status="not-started")
+            else:
+                outcome = await run_job(job, provider, output_dir, manifest, generate, gate)
+            await reporter.record(outcome)
 
+    limit_name = await global_limit(provider) if plan.jobs else None
     try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(workers):
-                group.create_task(worker())
+        await run_workers(worker, workers, limit_name, pending=lambda: bool(queue))
     except asyncio.CancelledError:
         reporter.summary.interrupted = True
         raise

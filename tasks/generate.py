@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 from prefect import task
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
@@ -22,7 +24,10 @@ class GeneratedOutput(BaseModel):
 
 
 def _by_prompt_key(context: TaskRunContext, parameters: dict[str, object]) -> str:
-    return f"llm-conductor-{parameters['key']}"
+    # Scoped to the output folder: the cache exists to resume *this* job, and an identical
+    # prompt elsewhere should not silently reuse an answer (use --force semantics there).
+    scope = hashlib.sha256(f"{parameters['scope']}\0{parameters['key']}".encode()).hexdigest()
+    return f"llm-conductor-{scope}"
 
 
 @task(
@@ -33,14 +38,15 @@ def _by_prompt_key(context: TaskRunContext, parameters: dict[str, object]) -> st
     retries=0,
 )
 async def generate_output(
-    provider: LLMProvider, prompt: str, key: str, output_format: str, name: str
+    provider: LLMProvider, prompt: str, key: str, output_format: str, name: str, scope: str = ""
 ) -> GeneratedOutput:
     """Ask the model and render the output file's text; fails (and caches nothing) when the
     answer does not fit ``output_format``.
 
     The result is persisted under the prompt key, so a run killed after the model answered
     but before the file was written gets the answer back from the cache instead of paying
-    again. Retries happen inside the provider block (one loop, honouring Retry-After).
+    again. ``scope`` (the output folder) is part of the cache key; ``name`` only labels the
+    task run. Retries happen inside the provider block (one loop, honouring Retry-After).
 
     Example:
         ```python

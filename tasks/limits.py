@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiolimiter import AsyncLimiter
@@ -104,17 +104,53 @@ async def global_limit(provider: LLMProvider) -> str | None:
     return name
 
 
-@contextlib.asynccontextmanager
-async def global_slot(name: str | None) -> AsyncIterator[None]:
-    """Hold one slot of a global concurrency limit for as long as a worker lives.
+#: How long a multi-slot acquire may wait before asking for half as many slots.
+ACQUIRE_PATIENCE = 1.0
 
-    A slot per worker rather than per call, because each acquire costs 55-290 ms (NOTES.md);
-    two runs on one provider then share its ``max_in_flight`` between them.
+
+async def run_workers(
+    worker: Callable[[], Awaitable[None]],
+    count: int,
+    limit_name: str | None,
+    pending: Callable[[], bool],
+) -> None:
+    """Run ``count`` copies of ``worker``; with a global limit, each only while holding a slot.
+
+    Slots are acquired in chunks, all ``count`` in one call first: every acquire is a round
+    trip of 55-290 ms and Prefect sends those for one limit one at a time (NOTES.md), so a
+    slot per worker would delay the last worker by seconds. When another run holds part of
+    the limit, a chunk that does not fit in ``ACQUIRE_PATIENCE`` seconds is halved, down to
+    single slots that wait as long as it takes; workers already holding slots keep going.
     """
-    if name is None:
-        yield
+    if limit_name is None:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(count):
+                group.create_task(worker())
         return
     from prefect.concurrency.asyncio import concurrency
 
-    async with concurrency(name, occupy=1, strict=True):
-        yield
+    async def chunk(size: int, ready: asyncio.Event) -> None:
+        patience = None if size == 1 else ACQUIRE_PATIENCE
+        try:
+            async with concurrency(limit_name, occupy=size, timeout_seconds=patience, strict=True):
+                ready.set()
+                async with asyncio.TaskGroup() as group:
+                    for _ in range(size):
+                        group.create_task(worker())
+        except TimeoutError:
+            if ready.is_set():  # not the acquire: a real error, keep it visible
+                raise
+
+    async with asyncio.TaskGroup() as group:
+        remaining = size = count
+        while remaining and pending():
+            size = min(size, remaining)
+            ready = asyncio.Event()
+            attempt = group.create_task(chunk(size, ready))
+            signal = asyncio.create_task(ready.wait())
+            await asyncio.wait({attempt, signal}, return_when=asyncio.FIRST_COMPLETED)
+            signal.cancel()
+            if ready.is_set():
+                remaining -= size
+            else:
+                size = max(1, size // 2)

@@ -1,0 +1,275 @@
+"""The batch flow end to end, on a temporary Prefect API and the local OpenAI-compatible server."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from blocks import LLMProvider, UsageError
+from flows.batch import run_batch
+from tasks.manifest import BatchLock, Manifest
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def provider(server, **kw) -> LLMProvider:
+    values = dict(
+        kind="openai",
+        model="test-model",
+        api_base=server.base_url,
+        api_key="sk-x",
+        backoff_base=0.0,
+        timeout=5,
+        retries=1,
+    )
+    values.update(kw)
+    return LLMProvider(**values)
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode() if isinstance(text, str) else text)
+    return path
+
+
+def prompts_sent(server) -> list[str]:
+    return [r.json["messages"][0]["content"] for r in server.requests]
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    return tmp_path / "in", tmp_path / "out"
+
+
+def reply_json_or_text(body) -> str:
+    prompt = body["messages"][0]["content"]
+    if "only json" in prompt:  # auto format: an answer that is nothing but JSON -> .json
+        return f'```json\n{{"answer": "{prompt}"}}\n```'
+    if "json" in prompt:  # prose around the JSON, braces in the prose
+        return f'Sure! Here it is {{not json}}:\n```json\n{{"answer": "{prompt}"}}\n```\nBye {{x}}'
+    return f"text for: {prompt}"
+
+
+def test_outputs_naming_headers_and_rerun_skips(llm_server, dirs):
+    src, out = dirs
+    llm_server.reply = reply_json_or_text
+    write(src / "a.md.prompt.md", "prompt a")
+    write(src / "b.json.prompt.md", "prompt b as json")
+    write(src / "sub/c.prompt.md", "prompt c as only json")
+    write(src / "sub/d.prompt.md", "prompt d")
+    write(src / "sub/f.prompt.md", "prompt f with json and prose")
+    write(src / "sub/e.txt.prompt.md", "prompt e")
+    summary = run_batch(provider(llm_server), src, out, recursive=True)
+    assert (summary.ok, summary.failed, summary.exit_code) == (6, 0, 0)
+    assert sorted(
+        p.relative_to(out).as_posix()
+        for p in out.rglob("*")
+        if p.is_file() and ".llm-conductor" not in p.parts
+    ) == ["a.md", "b.json", "sub/c.json", "sub/d.md", "sub/e.txt", "sub/f.md"]
+    b = json.loads((out / "b.json").read_text())
+    assert b["answer"] == "prompt b as json"
+    assert len(b["_prompt_hash"]) == 64 and b["_llm_metadata"]["provider"] == "openai"
+    a = (out / "a.md").read_text().splitlines()
+    assert a[0].startswith("<!-- Prompt Hash: ") and a[1].startswith("<!-- LLM Metadata: {")
+    assert a[-1] == "text for: prompt a"
+    assert "Sure! Here it is" in (out / "sub/f.md").read_text(), "auto never drops prose"
+    assert len(llm_server.requests) == 6
+
+    llm_server.reset()
+    again = run_batch(provider(llm_server), src, out, recursive=True)
+    assert (again.up_to_date, again.ok, again.exit_code) == (6, 0, 0)
+    assert llm_server.requests == []
+
+
+def test_change_detection_content_model_params_format(llm_server, dirs):
+    src, out = dirs
+    write(src / "a.prompt.md", "first")
+    write(src / "b.prompt.md", "second")
+    run_batch(provider(llm_server), src, out)
+    llm_server.reset()
+
+    write(src / "a.prompt.md", "first, edited")
+    run_batch(provider(llm_server), src, out)
+    assert prompts_sent(llm_server) == ["first, edited"]
+
+    for change in ({"model": "other-model"}, {"temperature": 0.5}, {"kind": "openrouter"}):
+        llm_server.reset()
+        run_batch(provider(llm_server, **change), src, out)
+        assert sorted(prompts_sent(llm_server)) == ["first, edited", "second"], change
+
+    llm_server.reset()
+    (src / "b.prompt.md").rename(src / "b.md.prompt.md")  # explicit format now
+    run_batch(provider(llm_server, kind="openrouter"), src, out)
+    assert prompts_sent(llm_server) == ["second"]
+
+
+def test_force_regenerates_everything(llm_server, dirs):
+    src, out = dirs
+    write(src / "a.prompt.md", "one")
+    run_batch(provider(llm_server), src, out)
+    llm_server.reset()
+    run_batch(provider(llm_server), src, out, force=True)
+    assert prompts_sent(llm_server) == ["one"]
+
+
+def test_seed_outputs_are_recognised(llm_server, dirs):
+    src, out = dirs
+    raw = b"an old prompt\n"
+    write(src / "old.md.prompt.md", raw)
+    write(src / "old.json.prompt.md", raw + b"json")
+    seed = hashlib.sha256(raw).hexdigest()
+    write(out / "old.md", f"<!-- Prompt Hash: {seed} -->\nold answer\n")
+    seed_json = hashlib.sha256(raw + b"json").hexdigest()
+    write(out / "old.json", json.dumps({"x": 1, "_prompt_hash": seed_json}))
+    summary = run_batch(provider(llm_server), src, out)
+    assert summary.up_to_date == 2 and llm_server.requests == []
+
+
+def test_json_arrays_are_tracked_by_the_manifest(llm_server, dirs):
+    src, out = dirs
+    llm_server.reply = '["x", "y"]'
+    write(src / "list.json.prompt.md", "give json list")
+    run_batch(provider(llm_server), src, out)
+    assert json.loads((out / "list.json").read_text()) == ["x", "y"]
+    llm_server.reset()
+    assert run_batch(provider(llm_server), src, out).up_to_date == 1
+    assert llm_server.requests == []
+
+
+def test_invalid_json_fails_writes_nothing_and_retry_errors_runs_only_it(llm_server, dirs):
+    src, out = dirs
+    llm_server.reply = lambda body: (
+        "no json here, sorry {really}"
+        if "broken" in body["messages"][0]["content"]
+        else '{"ok": true}'
+    )
+    write(src / "good.json.prompt.md", "good")
+    write(src / "bad.json.prompt.md", "broken")
+    summary = run_batch(provider(llm_server), src, out)
+    assert (summary.ok, summary.failed, summary.exit_code) == (1, 1, 1)
+    assert not (out / "bad.json").exists()
+    entry = Manifest.open(out).get("bad.json.prompt.md")
+    assert entry.status == "failed" and "JSON" in entry.error
+
+    llm_server.reset()
+    llm_server.reply = '{"fixed": true}'
+    retried = run_batch(provider(llm_server), src, out, retry_errors=True)
+    assert prompts_sent(llm_server) == ["broken"]
+    assert retried.exit_code == 0 and json.loads((out / "bad.json").read_text())["fixed"]
+
+
+def test_bad_prompt_files_are_reported_and_the_rest_runs(llm_server, dirs, tmp_path):
+    src, out = dirs
+    write(src / "ok.prompt.md", "fine")
+    write(src / "empty.prompt.md", "  \n\t\n")
+    write(src / "latin1.prompt.md", "caf\xe9".encode("latin-1"))
+    outside = write(tmp_path / "secret.prompt.md", "outside")
+    (src / "link.prompt.md").symlink_to(outside)
+    summary = run_batch(provider(llm_server), src, out)
+    assert (summary.ok, summary.failed, summary.exit_code) == (1, 3, 1)
+    assert prompts_sent(llm_server) == ["fine"]
+
+
+def test_parallelism_bounds_requests_in_flight(llm_server, dirs):
+    src, out = dirs
+    llm_server.latency = 0.15
+    for i in range(16):
+        write(src / f"p{i:02}.prompt.md", f"prompt {i}")
+    summary = run_batch(provider(llm_server), src, out, parallelism=4)
+    assert summary.ok == 16
+    assert llm_server.max_in_flight == 4
+
+
+def test_block_parallelism_is_the_default(llm_server, dirs):
+    src, out = dirs
+    llm_server.latency = 0.15
+    for i in range(9):
+        write(src / f"p{i}.prompt.md", f"prompt {i}")
+    run_batch(provider(llm_server, parallelism=3), src, out)
+    assert llm_server.max_in_flight == 3
+
+
+def test_max_cost_stops_starting_new_prompts(llm_server, dirs):
+    src, out = dirs
+    for i in range(6):
+        write(src / f"p{i}.prompt.md", f"prompt number {i} " * 50)
+    summary = run_batch(
+        provider(llm_server, model="gpt-4o-mini"), src, out, parallelism=1, max_cost=1e-9
+    )
+    assert summary.ok == 1 and summary.not_started == 5
+    assert len(llm_server.requests) == 1
+
+
+def test_answer_paid_but_not_written_is_not_paid_again(llm_server, dirs):
+    src, out = dirs
+    write(src / "a.md.prompt.md", "expensive")
+    (out / "a.md").mkdir(parents=True)  # the write will fail after the model answered
+    first = run_batch(provider(llm_server), src, out)
+    assert first.failed == 1 and len(llm_server.requests) == 1
+    (out / "a.md").rmdir()
+    second = run_batch(provider(llm_server), src, out)
+    assert second.ok == 1
+    assert len(llm_server.requests) == 1, "the persisted answer was reused"
+    assert (out / "a.md").read_text().endswith("\n") or (out / "a.md").stat().st_size > 0
+
+
+def test_files_from_runs_exactly_the_listed_prompts(llm_server, dirs):
+    src, out = dirs
+    write(src / "a.prompt.md", "A")
+    write(src / "b.prompt.md", "B")
+    run_batch(provider(llm_server), src, out, files_from=[str(src / "b.prompt.md"), ""])
+    assert prompts_sent(llm_server) == ["B"]
+
+
+def test_usage_errors(llm_server, dirs, tmp_path):
+    src, out = dirs
+    src.mkdir()
+    with pytest.raises(UsageError, match="no \\*.prompt.md files"):
+        run_batch(provider(llm_server), src, out)
+    write(src / "a.prompt.md", "A")
+    with pytest.raises(UsageError, match="parallelism"):
+        run_batch(provider(llm_server), src, out, parallelism=0)
+    blocker = write(tmp_path / "file", "x")
+    with pytest.raises(UsageError, match="not writable"):
+        run_batch(provider(llm_server), src, blocker / "sub")
+    with pytest.raises(UsageError, match="does not exist"):
+        run_batch(provider(llm_server), tmp_path / "nope", out)
+    assert llm_server.requests == []
+
+
+def test_a_second_run_on_the_same_output_dir_is_refused(llm_server, dirs):
+    src, out = dirs
+    write(src / "a.prompt.md", "A")
+    out.mkdir()
+    with BatchLock(out), pytest.raises(UsageError, match="in use by another batch run"):
+        run_batch(provider(llm_server), src, out)
+    assert llm_server.requests == []
+
+
+def test_artifacts_are_created(llm_server, dirs):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    src, out = dirs
+    write(src / "a.prompt.md", "artifact prompt")
+    run_batch(provider(llm_server), src, out)
+
+    async def latest(key: str):
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            )
+            return sorted(found, key=lambda a: a.created)[-1]
+
+    summary = asyncio.run(latest("batch-summary"))
+    assert "| Generated | 1 |" in summary.data
+    table = asyncio.run(latest("batch-prompts"))
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    assert rows[0]["file"] == "a.prompt.md" and rows[0]["status"] == "ok"
+    progress = asyncio.run(latest("batch-progress"))
+    assert float(progress.data) == 100.0
+    assert summary.flow_run_id == table.flow_run_id == progress.flow_run_id
