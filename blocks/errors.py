@@ -149,3 +149,8 @@ class PromptFileError(ConductorError):
 
 class InvalidOutput(ConductorError):
     """The model's answer does not fit the requested output format."""
+
+    def __init__(self, message: str, *, answer: str | None = None) -> None:
+        super().__init__(message)
+        #: The rejected answer, when there was one: it was paid for, so it is kept.
+        self.answer = answer

@@ -435,6 +435,12 @@ class WeightedRouter(_BaseRouter):
     strategy = "weighted"
 
     def _setup(self) -> None:
+        for route in self.routes:
+            if not (math.isfinite(route.weight) and route.weight > 0):
+                raise UsageError(
+                    f"routing: {route.label} has weight {route.weight!r}; "
+                    "a weight must be a number > 0"
+                )
         self._cumulative = _cumulative(self.routes)
 
     def choose(self, exclude: Collection[Route] = ()) -> Route:

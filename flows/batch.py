@@ -18,13 +18,13 @@ from pathlib import Path
 
 from prefect import Task, flow
 
-from blocks.errors import ConductorError, InvalidOutput, ProviderError, UsageError
+from blocks.errors import ConductorError, InvalidOutput, UsageError
 from blocks.llm_provider import LLMProvider
-from flows.prefect_api import prefect_api_url
+from flows.prefect_api import prefect_api_url, start_ephemeral_api
 from tasks.batch import BatchPlan, Job, plan_batch
 from tasks.generate import GeneratedOutput, generate_output
 from tasks.limits import ProviderGate, estimate_tokens, gate_for, global_limit, run_workers
-from tasks.manifest import BatchLock, Entry, Manifest
+from tasks.manifest import STATE_DIR, BatchLock, Entry, Manifest
 from tasks.outputs import write_atomic
 from tasks.prompt_files import read_prompt
 from tasks.reporting import BatchReporter, BatchSummary, PromptOutcome
@@ -32,7 +32,6 @@ from tasks.reporting import BatchReporter, BatchSummary, PromptOutcome
 __all__ = ["run_batch", "run_batch_mode", "run_prompt_batch"]
 
 logger = logging.getLogger("llm_conductor.batch")
-STATE_DIR = ".llm-conductor"
 
 
 @flow(
@@ -138,8 +137,12 @@ async def run_job(
         await gate.spend_tokens(completion.usage.total_tokens, estimate)
         output = job.prompt.output_path(output_dir, generated.is_json)
         write_atomic(output, generated.text)
-    except (ProviderError, InvalidOutput, ConductorError, OSError) as error:
+    except (ConductorError, OSError) as error:
         message = " ".join(str(error).split())
+        if isinstance(error, InvalidOutput) and error.answer is not None:
+            kept = output_dir / STATE_DIR / "rejected" / f"{name}.txt"
+            write_atomic(kept, error.answer)
+            message += f" (answer kept in {kept.relative_to(output_dir)})"
         manifest.record(Entry.failed(name, job.key, message))
         return PromptOutcome(file=name, status="failed", error=message)
     manifest.record(Entry.succeeded(name, job.key, str(output.relative_to(output_dir)), completion))
@@ -237,6 +240,8 @@ def run_batch(
         if not plan.jobs and not plan.problems:
             return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
     provider.check_ready()
+    if not prefect_api_url():
+        start_ephemeral_api()
     return asyncio.run(
         run_prompt_batch(
             input_dir,

@@ -14,3 +14,23 @@ def prefect_api_url() -> str | None:
     from prefect.settings import get_current_settings
 
     return get_current_settings().api.url or None
+
+
+def start_ephemeral_api() -> None:
+    """Start Prefect's ephemeral API server now, deaf to Ctrl-C.
+
+    Prefect starts it lazily as a child process in our process group, so Ctrl-C in a terminal
+    reaches it too; it shuts down at once and the interrupted flow then hangs for a minute
+    retrying to report its final state. Started with SIGINT blocked (a blocked signal mask is
+    inherited across exec), it keeps serving until Prefect stops it at exit, and Ctrl-C stops
+    only the flow, cleanly.
+    """
+    import signal
+
+    from prefect.server.api.server import SubprocessASGIServer
+
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        SubprocessASGIServer().start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

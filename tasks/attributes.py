@@ -19,22 +19,21 @@ filed under a few *signatures* (hashes in one dict), and a new key is compared, 
 ``rapidfuzz.process.extractOne`` call, only with the keys that share a signature with it:
 
 * a key of several words is filed, for each word of three or more letters, under "all the
-  words, with this one cut to its first two letters";
+  words, with this one cut to its first letter";
 * a key of one word is filed under the word and under each variant with one letter (not the
   first) deleted (a deletion neighbourhood: words within one edit share a variant).
 
 So the index finds near duplicates that have the same number of words and differ inside one
-word of three or more letters, after its first two letters (typos mostly, and spelling
-variants: -re/-er, -our/-or, -ise/-ize, -ogue/-og, doubled letters), and one-word near
-duplicates one edit apart after the first letter. It does not look for near duplicates that
-differ in two words ("Eifel Towr"), in the second letter of a word of a longer key
-("Haemoglobin Test" / "Hemoglobin Test"), add or drop a word ("Louvre" / "Louvre Museum"),
-swap words ("Tower Eiffel"; order can carry meaning: "dog house" / "house dog"), differ
-inside a one- or two-letter word ("Arc de" / "Arc du"), or one-word pairs two edits apart
-("Colosseum" / "Coliseum"). A bucket holds at most ``MAX_BUCKET`` keys
-and a lookup compares at most ``MAX_CANDIDATES``; past that a near duplicate can be missed,
-never a wrong merge made. Keys too short to have any near duplicate at the threshold (under
-6 characters at 92) skip the fuzzy step.
+word of three or more letters, after its first letter (typos, and spelling variants such as
+-re/-er, -our/-or, -ise/-ize, -ogue/-og, doubled letters), and one-word near duplicates one
+edit apart after the first letter. It does not look for near duplicates that differ in two
+words ("Eifel Towr"), add or drop a word ("Louvre" / "Louvre Museum"), swap words ("Tower
+Eiffel"; order can carry meaning: "dog house" / "house dog"), differ inside a one- or
+two-letter word ("Arc de" / "Arc du"), or are one word two edits apart ("Colosseum" /
+"Coliseum"). Pairs with another initial are not merged anyway (see below). A bucket holds
+at most ``MAX_BUCKET`` keys and a lookup compares at most ``MAX_CANDIDATES``; past that a
+near duplicate can be missed, never a wrong merge made. Keys too short to have any near
+duplicate at the threshold (under 6 characters at 92) skip the fuzzy step.
 
 What counts as a near duplicate
 -------------------------------
@@ -102,10 +101,10 @@ def parse_attributes(text: str, *, max_length: int = MAX_ATTRIBUTE_LENGTH) -> li
     """Read the attributes out of one model answer, in the order given.
 
     Accepted shapes: numbered lines (``1. x``, ``1) x``), bulleted lines (``- x``, ``* x``,
-    ``• x``), one comma-separated line, plain lines (one attribute each) and a JSON array of
-    strings (or of objects with a ``name``, or an object holding such an array), each possibly
-    inside a Markdown code fence (``json`` or none). Truncated JSON arrays keep their complete
-    strings.
+    ``• x``), one comma- (or semicolon-) separated line, plain lines (one attribute each), and
+    JSON: an array of strings or of objects with a ``name``, an object holding such an array,
+    or an object mapping names to descriptions. Any of these may sit in a Markdown code fence
+    (``json`` or none). A truncated JSON array keeps its complete strings.
 
     Each item is cleaned: Markdown bold (``**x**``, ``__x__``) and surrounding quotes are
     removed, whitespace collapsed, a trailing ``,``/``;`` dropped, and one trailing ``.`` dropped
@@ -186,6 +185,8 @@ def _json_items(value: object, *, depth: int) -> list[str] | None:
         for inner in value.values():
             if isinstance(inner, list):
                 return _json_items(inner, depth=1)
+        # {"Eiffel Tower": "iron lattice tower", ...}: the names are the keys.
+        return [name for name in value if isinstance(name, str)]
     return None
 
 
@@ -208,7 +209,8 @@ def _parse_lines(body: str) -> list[str]:
             continue
         content.append(line)
     if len(content) == 1:
-        parts = [p.strip() for p in content[0].split(",")]
+        separator = "," if "," in content[0] else ";"
+        parts = [p.strip() for p in content[0].split(separator)]
         parts = [p for p in parts if p]
         if len(parts) > 1:
             last = parts[-1]
@@ -331,12 +333,12 @@ def normalise(text: str) -> str:
 
 def _words(text: str) -> list[str]:
     """The folded words of ``text`` (NFKC, casefold, punctuation out, leading article out)."""
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    if folded.isascii():
-        words = folded.encode().translate(_ASCII_FOLD, _ASCII_APOSTROPHES).decode().split()
+    if text.isascii():  # NFKC changes no ASCII text, and casefold is lower
+        ascii_text = text.lower().encode()
+        words = ascii_text.translate(_ASCII_FOLD, _ASCII_APOSTROPHES).decode().split()
     else:
-        folded = unicodedata.normalize("NFKC", folded)
-        words = folded.translate(_FOLD).split()
+        folded = unicodedata.normalize("NFKC", text).casefold()
+        words = unicodedata.normalize("NFKC", folded).translate(_FOLD).split()
     if len(words) > 1 and words[0] in _ARTICLES:
         del words[0]
     return words
@@ -381,14 +383,11 @@ class AttributeIndex:
         self._threshold = threshold
         self._fuzzy = threshold is not None and threshold < 100
         if threshold is not None and self._fuzzy:
+            # ratio >= threshold allows an indel distance of slack * (len(a) + len(b)); a key
+            # shorter than min_len cannot afford even one edit against any other key.
             slack = (100.0 - threshold) / 100.0
-            # ratio >= threshold needs |len(a) - len(b)| <= slack * (len(a) + len(b)),
-            # so a key of length n has near duplicates of lengths n / grow .. n * grow,
-            self._grow = (1 + slack) / (1 - slack)
-            # and a key shorter than min_len has none at all (one edit costs too much).
             self._min_len = max(2, math.ceil((1 - slack) / (2 * slack) - 1e-9))
         else:
-            self._grow = 1.0
             self._min_len = 1 << 62
         self._items: list[Attribute] = []
         self._by_key: dict[str, Attribute] = {}
@@ -574,8 +573,8 @@ def _signatures(stems: list[str]) -> list[int]:
 
     One word: the word and each variant with one letter (not the first) deleted; a known word
     and a new one within one edit after the first letter share one of these. Several words:
-    for each word of three or more letters, all the words with that one cut to its first two
-    letters.
+    for each word of three or more letters, all the words with that one cut to its first
+    letter (near duplicates share every initial, see ``_compatible``).
     """
     if len(stems) == 1:
         word = stems[0]
@@ -592,8 +591,12 @@ def _signatures(stems: list[str]) -> list[int]:
 
 
 def _compatible(a: str, b: str) -> bool:
-    """What a near duplicate must share besides the ratio: the words' initials ("Prussia" is
-    not "Russia") and the numbers ("Apollo 1" is not "Apollo 11")."""
-    if [w[0] for w in a.split(" ")] != [w[0] for w in b.split(" ")]:
-        return False
+    """What a near duplicate must share besides the ratio: the numbers ("Apollo 1" is not
+    "Apollo 11"), and the words' initials ("Prussia" is not "Russia").
+
+    Every signature keeps the number of words and each word's first letter, so candidates
+    already share the initials; only the numbers are left to compare.
+    """
+    if a.replace(" ", "").isalpha() and b.replace(" ", "").isalpha():
+        return True  # no digits (the usual case, checked fast)
     return _DIGITS.findall(a) == _DIGITS.findall(b)

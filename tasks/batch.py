@@ -52,19 +52,15 @@ def select_prompts(
     return discover_prompts(input_dir, recursive)
 
 
-def _output_candidates(prompt: PromptFile, output_dir: Path) -> tuple[Path, ...]:
-    if prompt.explicit_format:
-        return (prompt.output_path(output_dir, is_json=False),)
-    return (prompt.output_path(output_dir, is_json=True), prompt.output_path(output_dir, False))
-
-
 def _is_up_to_date(
     prompt: PromptFile, key: str, seed: str, entry: Entry | None, output_dir: Path
 ) -> bool:
     if entry is not None and entry.status == "ok" and entry.key == key and entry.output:
         # The manifest vouches for it as long as the file is still there.
         return (output_dir / entry.output).exists()
-    return any(read_output_hash(p) in (key, seed) for p in _output_candidates(prompt, output_dir))
+    return any(
+        read_output_hash(output_dir / rel) in (key, seed) for rel in prompt.possible_outputs()
+    )
 
 
 def plan_batch(
@@ -112,4 +108,3 @@ def plan_batch(
             reason = "new" if entry is None else "changed"
         plan.jobs.append(Job(prompt, key, fmt, reason))
     return plan
-

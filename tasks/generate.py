@@ -8,6 +8,7 @@ from prefect import task
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
+from blocks.errors import InvalidOutput
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from tasks.outputs import render_output
@@ -63,5 +64,8 @@ async def generate_output(
         ```
     """
     completion = await provider.acomplete(prompt)
-    text, is_json = render_output(completion.text, output_format, key, completion.metadata())
+    try:
+        text, is_json = render_output(completion.text, output_format, key, completion.metadata())
+    except InvalidOutput as error:
+        raise InvalidOutput(str(error), answer=completion.text) from None
     return GeneratedOutput(completion=completion, text=text, is_json=is_json)

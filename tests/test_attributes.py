@@ -36,6 +36,8 @@ from tasks.attributes import (
         '```\n["Eiffel Tower",\n "Louvre",\n "Notre Dame"]\n```',
         '{"attributes": ["Eiffel Tower", "Louvre", "Notre Dame"]}',
         '[{"name": "Eiffel Tower"}, {"name": "Louvre"}, {"name": "Notre Dame"}]',
+        '{"Eiffel Tower": "iron tower", "Louvre": "museum", "Notre Dame": "cathedral"}',
+        "Eiffel Tower; Louvre; Notre Dame",
         "1. **Eiffel Tower**\n2. **Louvre**\n3. **Notre Dame**",
         "Here are 3 attributes of Paris:\n\n1. Eiffel Tower\n2. Louvre\n3. Notre Dame\n\n"
         "Let me know if you want more!",
@@ -51,7 +53,7 @@ def test_parse_accepts_the_usual_shapes(text: str) -> None:
 
 
 def test_parse_fenced_list_with_preamble_outside_the_fence() -> None:
-    text = "Here you go:\n```json\n[\"Eiffel Tower\", \"Louvre\"]\n```\nEnjoy Paris!"
+    text = 'Here you go:\n```json\n["Eiffel Tower", "Louvre"]\n```\nEnjoy Paris!'
     assert parse_attributes(text) == ["Eiffel Tower", "Louvre"]
 
 
@@ -132,8 +134,14 @@ def test_parse_single_item_line() -> None:
 
 
 def test_normalise_one_key_for_spellings_of_one_attribute() -> None:
-    spellings = ["Eiffel Tower", "the eiffel tower", "Eiffel Towers", "EIFFEL-TOWER!",
-                 "  Eiffel\tTower  ", "The Eiffel Tower."]
+    spellings = [
+        "Eiffel Tower",
+        "the eiffel tower",
+        "Eiffel Towers",
+        "EIFFEL-TOWER!",
+        "  Eiffel\tTower  ",
+        "The Eiffel Tower.",
+    ]
     assert {normalise(s) for s in spellings} == {"eiffel tower"}
 
 
@@ -242,11 +250,25 @@ def test_index_near_duplicate_at_the_threshold() -> None:
 
 def test_index_near_duplicates_that_merge() -> None:
     index = AttributeIndex()
-    for text in ["Tuileries Garden", "Luxembourg Gardens", "Sainte-Chapelle", "Colosseum Rome",
-                 "Arc de Triomphe", "Montmartre", "Champs-Elysees Avenue"]:
+    for text in [
+        "Tuileries Garden",
+        "Luxembourg Gardens",
+        "Sainte-Chapelle",
+        "Colosseum Rome",
+        "Arc de Triomphe",
+        "Montmartre",
+        "Champs-Elysees Avenue",
+    ]:
         assert index.add(text) is not None, text
-    for variant in ["Tuilleries Garden", "Luxemburg Gardens", "Sainte-Chapele", "Coloseum Rome",
-                    "Arc de Triumphe", "Monmartre", "Champs-Elysées Avenue"]:
+    for variant in [
+        "Tuilleries Garden",
+        "Luxemburg Gardens",
+        "Sainte-Chapele",
+        "Coloseum Rome",
+        "Arc de Triumphe",
+        "Monmartre",
+        "Champs-Elysées Avenue",
+    ]:
         assert index.add(variant) is None, variant
         assert index.lookup(variant) is not None
     assert len(index) == 7
@@ -256,20 +278,21 @@ def test_index_near_duplicates_that_merge() -> None:
 def test_index_things_that_must_not_merge() -> None:
     index = AttributeIndex()
     distinct = [
-        "Louvre", "Louvre Pyramid",  # a museum and its entrance
-        "Cat", "Cut", "Bat",  # short keys never merge fuzzily
-        "Apollo 1", "Apollo 11", "World War 1", "World War 11",  # numbers differ
-        "North Tower", "South Tower",
-        "Dog House", "House Dog",  # word order carries meaning
-        "Café", "Cafe",  # accents kept
-        "Possible", "Impossible",
-        "Russia", "Prussia",  # ratio 92.3, but another initial
-        "Gate 123 Terminal", "Gate 124 Terminal",  # ratio 94.1, other numbers
-        "Saint-Germain-des-Prés", "Saint-Germain-en-Laye",
+        ("Louvre", "Louvre Pyramid"),  # a museum and its entrance
+        ("Cat", "Cut", "Bat"),  # short keys never merge fuzzily
+        ("Apollo 1", "Apollo 11", "World War 1", "World War 11"),  # numbers differ
+        ("North Tower", "South Tower"),
+        ("Dog House", "House Dog"),  # word order carries meaning
+        ("Café", "Cafe"),  # accents kept
+        ("Possible", "Impossible"),
+        ("Russia", "Prussia"),  # ratio 92.3, but another initial
+        ("Gate 123 Terminal", "Gate 124 Terminal"),  # ratio 94.1, other numbers
+        ("Saint-Germain-des-Prés", "Saint-Germain-en-Laye"),
     ]
-    for text in distinct:
-        assert index.add(text) is not None, text
-    assert len(index) == len(distinct)
+    for group in distinct:
+        for text in group:
+            assert index.add(text) is not None, text
+    assert len(index) == sum(map(len, distinct))
     assert index.duplicates == 0
 
 
@@ -331,8 +354,15 @@ def test_index_single_word_typos() -> None:
     index.add("Montparnasse")
     index.add("Theatre")
     index.add("Haemoglobin")
-    for typo in ["Versaille", "Versaillles", "Montparnase", "Montparnsse", "Mointparnasse",
-                 "Theater", "Hemoglobin"]:
+    for typo in [
+        "Versaille",
+        "Versaillles",
+        "Montparnase",
+        "Montparnsse",
+        "Mointparnasse",
+        "Theater",
+        "Hemoglobin",
+    ]:
         assert index.add(typo) is None, typo
     assert index.texts() == ["Versailles", "Montparnasse", "Theatre", "Haemoglobin"]
 
@@ -376,7 +406,11 @@ def test_index_parse_and_add_round_trip() -> None:
     for answer in answers:
         index.extend(parse_attributes(answer))
     assert index.texts() == [
-        "Eiffel Tower", "Louvre Museum", "Notre-Dame Cathedral", "Sacré-Cœur", "Sacre-Coeur",
+        "Eiffel Tower",
+        "Louvre Museum",
+        "Notre-Dame Cathedral",
+        "Sacré-Cœur",
+        "Sacre-Coeur",
         "Musée d'Orsay",
     ]
 

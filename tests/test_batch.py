@@ -152,6 +152,8 @@ def test_invalid_json_fails_writes_nothing_and_retry_errors_runs_only_it(llm_ser
     summary = run_batch(provider(llm_server), src, out)
     assert (summary.ok, summary.failed, summary.exit_code) == (1, 1, 1)
     assert not (out / "bad.json").exists()
+    kept = out / ".llm-conductor/rejected/bad.json.prompt.md.txt"
+    assert kept.read_text() == "no json here, sorry {really}", "a paid answer is never lost"
     entry = Manifest.open(out).get("bad.json.prompt.md")
     assert entry.status == "failed" and "JSON" in entry.error
 

@@ -104,8 +104,11 @@ def test_parse_seed_examples() -> None:
     ) == [A, B, C]
     assert parse_routing_config(
         "openai:gpt-4o-mini:0.5,anthropic:claude-3-sonnet:0.3,gemini:gemini-pro:0.2"
-    ) == [Route("openai", "gpt-4o-mini", 0.5), Route("anthropic", "claude-3-sonnet", 0.3),
-          Route("gemini", "gemini-pro", 0.2)]
+    ) == [
+        Route("openai", "gpt-4o-mini", 0.5),
+        Route("anthropic", "claude-3-sonnet", 0.3),
+        Route("gemini", "gemini-pro", 0.2),
+    ]
 
 
 def test_parse_whitespace_and_case() -> None:
@@ -116,8 +119,10 @@ def test_parse_whitespace_and_case() -> None:
 @pytest.mark.parametrize(
     ("text", "route"),
     [
-        ("openrouter:anthropic/claude-3.5-sonnet:0.3",
-         Route("openrouter", "anthropic/claude-3.5-sonnet", 0.3)),
+        (
+            "openrouter:anthropic/claude-3.5-sonnet:0.3",
+            Route("openrouter", "anthropic/claude-3.5-sonnet", 0.3),
+        ),
         ("openrouter:meta/llama-3", Route("openrouter", "meta/llama-3")),
         ("ollama:llama3:8b", Route("ollama", "llama3:8b")),
         ("ollama:llama3:8b:2.5", Route("ollama", "llama3:8b", 2.5)),
@@ -176,8 +181,12 @@ def test_parse_unknown_provider_lists_the_valid_ones() -> None:
 
 
 def test_make_router_builds_each_strategy() -> None:
-    classes = {"backoff": BackoffRouter, "roundrobin": RoundRobinRouter,
-               "priority": PriorityRouter, "weighted": WeightedRouter}
+    classes = {
+        "backoff": BackoffRouter,
+        "roundrobin": RoundRobinRouter,
+        "priority": PriorityRouter,
+        "weighted": WeightedRouter,
+    }
     assert set(STRATEGIES) == set(classes)
     for name, cls in classes.items():
         routes = [A] if name == "backoff" else [A, B]
@@ -208,6 +217,8 @@ def test_make_router_rejects_bad_routes() -> None:
         make_router("roundrobin", [A, A])
     with pytest.raises(UsageError, match="cooldown"):
         make_router("priority", [A], cooldown=-1)
+    with pytest.raises(UsageError, match="a weight must be a number > 0"):
+        make_router("weighted", [A, Route("b", "y", 0.0)])
 
 
 def test_make_router_warns_about_ignored_weights(caplog: pytest.LogCaptureFixture) -> None:
@@ -521,7 +532,9 @@ async def test_cli_error_follows_its_own_retryable_flag() -> None:
     router = BackoffRouter([A], clock=clock, rng=MaxJitter())
     script = Script(openai=[CliProviderError("crashed", retryable=True), "ok"])
     assert await call_with_routing(router, script, max_attempts=2, sleep=sleep) == (
-        "ok from openai", A)
+        "ok from openai",
+        A,
+    )
     script = Script(openai=[CliProviderError("not logged in", retryable=False), "ok"])
     with pytest.raises(CliProviderError):
         await call_with_routing(router, script, max_attempts=2, sleep=sleep)
@@ -551,7 +564,9 @@ async def test_priority_fails_over_on_rate_limit_without_waiting() -> None:
     router = make_router("priority", [A, B], clock=clock)
     script = Script(openai=[RateLimited("429", retry_after=20)])
     assert await call_with_routing(router, script, max_attempts=3, sleep=sleep) == (
-        "ok from anthropic", B)
+        "ok from anthropic",
+        B,
+    )
     assert sleep.delays == []
 
 
@@ -634,5 +649,7 @@ async def test_concurrent_callers_wait_for_a_shared_backoff_window() -> None:
     router = BackoffRouter([A], clock=clock, rng=MaxJitter())
     router.report_failure(A, RateLimited("429", retry_after=3))
     assert await call_with_routing(router, Script(), max_attempts=1, sleep=sleep) == (
-        "ok from openai", A)
+        "ok from openai",
+        A,
+    )
     assert sleep.delays == [3]
