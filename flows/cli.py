@@ -312,6 +312,80 @@ def _read_list(source: str) -> list[str]:
         raise UsageError(f"cannot read --files-from {source}: {error}") from None
 
 
+@app.command()
+@handle_errors
+def explore(
+    topic: Annotated[str, typer.Option("--topic", "-t", help="What to explore.")],
+    producers: Annotated[int, typer.Option("--producers", help="Concurrent producers.")] = 5,
+    iterations: Annotated[
+        int | None,
+        typer.Option("--iterations", help="Accepted batches in total [default: until Ctrl-C]."),
+    ] = None,
+    max_requests: Annotated[
+        int | None, typer.Option("--max-requests", help="Requests per producer, at most.")
+    ] = None,
+    routing_strategy: Annotated[
+        str,
+        typer.Option(
+            "--routing-strategy",
+            envvar="ROUTING_STRATEGY",
+            help="backoff, roundrobin, priority or weighted [env ROUTING_STRATEGY].",
+        ),
+    ] = "backoff",
+    routing_config: Annotated[
+        str,
+        typer.Option(
+            "--routing-config",
+            envvar="ROUTING_CONFIG",
+            help="provider:model[:weight],... e.g. 'openai:gpt-4o-mini,anthropic:claude-3-5-haiku"
+            "-20241022'; 'random:random' works offline [env ROUTING_CONFIG].",
+        ),
+    ] = "openai:gpt-4o-mini",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Topic folder [default: ./output/<topic-slug>/]."),
+    ] = None,
+    fresh: Annotated[
+        bool,
+        typer.Option("--fresh", help="Start over; the previous files move to previous-<time>/."),
+    ] = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seeds weighted routing and the random provider.")
+    ] = None,
+    similarity: Annotated[
+        float,
+        typer.Option("--similarity", help="Near-duplicate score 0-100 (100 = exact keys only)."),
+    ] = 92.0,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info or warning (stderr).")
+    ] = "info",
+) -> None:
+    """Explore a topic: producers ask LLMs for its attributes concurrently; every answer is
+    deduplicated across all of them (Unicode-normalised keys plus near-duplicate matching).
+
+    Writes output.txt, output.json and metadata.json in the topic folder, continuing what is
+    already there. Ctrl-C stops cleanly with everything flushed.
+    """
+    from flows.explore import run_explore
+    from flows.logs import set_stderr_level
+    from tasks.explore import ExploreSettings
+
+    set_stderr_level(log_level)
+    settings = ExploreSettings(
+        topic=topic,
+        producers=producers,
+        iterations=iterations,
+        max_requests=max_requests,
+        routing_strategy=routing_strategy,
+        routing_config=routing_config,
+        similarity=similarity,
+        seed=seed,
+    )
+    summary = run_explore(settings, output, fresh)
+    typer.echo(summary.line(), err=True)
+    raise typer.Exit(summary.exit_code)
+
+
 @app.command("list")
 @handle_errors
 def list_providers() -> None:

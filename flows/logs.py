@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["LOG_FILE", "configure_logging"]
+__all__ = ["LOG_FILE", "configure_logging", "set_stderr_level"]
 
 LOG_FILE = Path(".local/logs/llm-conductor.log")
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -38,3 +38,15 @@ def configure_logging(verbose: bool = False) -> None:
         handler.setFormatter(logging.Formatter(_FORMAT))
         logger.addHandler(handler)
     logger._conductor_configured = True  # type: ignore[attr-defined]
+
+
+def set_stderr_level(level: str) -> None:
+    """Change what reaches stderr (``debug``, ``info``, ``warning``, ``error``)."""
+    from blocks.errors import UsageError
+
+    value = logging.getLevelName(level.upper())
+    if not isinstance(value, int):
+        raise UsageError(f"invalid --log-level {level!r}; choose debug, info, warning or error")
+    for handler in logging.getLogger("llm_conductor").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(value)

@@ -30,7 +30,13 @@ def start_ephemeral_api() -> None:
     from prefect.server.api.server import SubprocessASGIServer
 
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    # Its stderr is ours: without this, its shutdown prints tracebacks of cancelled flushes.
+    quieted = "PREFECT_SERVER_LOGGING_LEVEL" not in os.environ
+    if quieted:
+        os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "CRITICAL"
     try:
         SubprocessASGIServer().start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        if quieted:
+            del os.environ["PREFECT_SERVER_LOGGING_LEVEL"]

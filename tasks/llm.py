@@ -9,8 +9,9 @@ from prefect import task
 
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
+from tasks.attributes import parse_attributes
 
-__all__ = ["call_model", "stream_to_stdout"]
+__all__ = ["ask_for_attributes", "call_model", "stream_to_stdout"]
 
 logger = logging.getLogger("llm_conductor.tasks")
 
@@ -50,3 +51,25 @@ async def call_model(provider: LLMProvider, prompt: str, stream: bool = False) -
         completion.attempts,
     )
     return completion
+
+
+@task(name="ask-for-attributes", task_run_name="ask {provider.kind}", retries=0)
+async def ask_for_attributes(provider: LLMProvider, prompt: str) -> tuple[Completion, list[str]]:
+    """One exploration request: the completion and the attributes parsed from it.
+
+    Numbered or bulleted lines, comma lists and JSON arrays are all understood.
+
+    Example:
+        ```python
+        from prefect import flow
+        from blocks import LLMProvider
+        from tasks.llm import ask_for_attributes
+
+        @flow
+        async def one() -> list[str]:
+            _, items = await ask_for_attributes(LLMProvider(kind="random"), "List of rivers")
+            return items
+        ```
+    """
+    completion = await provider.acomplete(prompt)
+    return completion, parse_attributes(completion.text)

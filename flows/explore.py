@@ -1,0 +1,348 @@
+"""Topic exploration: several producers ask LLMs for attributes of a topic at once.
+
+Run it with ``llm-conductor explore`` or ``python -m flows.explore`` (same options).
+
+The recipe: parse the routing config, open the topic folder (continuing what is there), start
+the producers, and let each loop: build a prompt from a bounded sample of what is known, send
+it through the router as an ``ask-for-attributes`` task, hand the answer to the orchestrator's
+single ``Exploration`` for deduplication. A producer that crashes, or a provider that keeps
+failing, stops only itself; outputs are flushed however the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from pydantic import BaseModel
+
+from blocks.errors import InvalidOutput, ProviderError
+from blocks.llm_provider import LLMProvider, provider_from_env
+from blocks.providers import PROVIDERS
+from blocks.routing import Route, Router, call_with_routing, make_router, parse_routing_config
+from flows.prefect_api import prefect_api_url, start_ephemeral_api
+from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
+from tasks.limits import estimate_tokens, gate_for
+from tasks.llm import ask_for_attributes
+
+__all__ = ["ExploreSummary", "explore_topic", "run_explore", "run_exploration"]
+
+logger = logging.getLogger("llm_conductor.explore")
+
+#: A producer gives up after this many failed requests in a row (the others go on).
+MAX_CONSECUTIVE_FAILURES = 5
+_ARTIFACT_INTERVAL = 2.0
+_TABLE_ROWS = 1000
+
+#: Set by an in-process caller (the web page) to watch a run's events live.
+explore_listener: contextvars.ContextVar[Callable[[str, dict[str, Any]], None] | None] = (
+    contextvars.ContextVar("explore_listener", default=None)
+)
+
+
+class ExploreSummary(BaseModel):
+    """What an exploration did; the flow's return value."""
+
+    topic: str
+    output_dir: str
+    unique: int
+    new_this_run: int
+    batches: int
+    requests: int
+    failures: int
+    duplicate_rate: float
+    unique_per_minute: float
+    cost: float
+    producers_stopped: int = 0
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.producers_stopped or (self.failures and not self.batches) else 0
+
+    def line(self) -> str:
+        stopped = (
+            f", {self.producers_stopped} producer(s) stopped" if self.producers_stopped else ""
+        )
+        return (
+            f"explore: {self.unique} unique attributes ({self.new_this_run} new) from "
+            f"{self.batches} batches, {self.requests} requests, {self.failures} failed{stopped}; "
+            f"duplicate rate {self.duplicate_rate:.0%}, {self.unique_per_minute:g}/min, "
+            f"${self.cost:.4f}; in {self.output_dir}"
+        )
+
+
+@flow(
+    name="Explore a topic",
+    description="Concurrent producers ask LLMs for attributes of a topic; answers deduplicated.",
+)
+async def explore_topic(
+    topic: str,
+    producers: int = 5,
+    iterations: int | None = None,
+    max_requests: int | None = None,
+    routing_strategy: str = "backoff",
+    routing_config: str = "random:random",
+    output: str | None = None,
+    seed: int | None = None,
+    fresh: bool = False,
+    similarity: float | None = 92.0,
+) -> ExploreSummary:
+    """Explore ``topic`` until ``iterations`` batches are accepted (or every producer has made
+    ``max_requests``); outputs go to ``output`` (default ``./output/<topic-slug>/``)."""
+    settings = ExploreSettings(
+        topic=topic,
+        producers=producers,
+        iterations=iterations,
+        max_requests=max_requests,
+        routing_strategy=routing_strategy,
+        routing_config=routing_config,
+        similarity=similarity,
+        seed=seed,
+    )
+    output_dir = Path(output) if output else default_output_dir(topic)
+    return await run_exploration(settings, output_dir, fresh=fresh, listener=explore_listener.get())
+
+
+def build_routes(settings: ExploreSettings) -> tuple[Router, dict[Route, LLMProvider]]:
+    """The router and one provider block per route; key problems surface here, before any
+    request (``NeedsKey`` names the variable)."""
+    routes = parse_routing_config(settings.routing_config, known_providers=PROVIDERS)
+    router = make_router(settings.routing_strategy, routes, seed=settings.seed)
+    providers: dict[Route, LLMProvider] = {}
+    for route in routes:
+        options = {"seed": settings.seed or 0} if route.provider == "random" else None
+        # The router retries and fails over; a retry loop inside each call would hide that.
+        provider = provider_from_env(route.provider, model=route.model, retries=0, options=options)
+        provider.check_ready()
+        providers[route] = provider
+    return router, providers
+
+
+async def run_exploration(
+    settings: ExploreSettings,
+    output_dir: Path,
+    *,
+    fresh: bool = False,
+    listener: Callable[[str, dict[str, Any]], None] | None = None,
+) -> ExploreSummary:
+    """The orchestrator: owns the ``Exploration`` and runs the producers against it."""
+    router, providers = build_routes(settings)
+    exploration = Exploration.open(settings, output_dir, fresh=fresh)
+    if listener is not None:
+        exploration.listeners.append(listener)
+    reporter = _ArtifactReporter(exploration)
+    await reporter.start()
+    stopped: list[int] = []
+    interrupted = False
+    try:
+        async with asyncio.TaskGroup() as group:
+            for producer in range(settings.producers):
+                group.create_task(
+                    _produce(producer, exploration, router, providers, reporter, stopped)
+                )
+    except asyncio.CancelledError:
+        interrupted = True
+        raise
+    finally:
+        exploration.close()
+        metrics = exploration.metrics()
+        summary = ExploreSummary(
+            topic=settings.topic,
+            output_dir=str(output_dir),
+            unique=metrics["unique"],
+            new_this_run=metrics["new_this_run"],
+            batches=metrics["batches"],
+            requests=metrics["requests"],
+            failures=metrics["failures"],
+            duplicate_rate=metrics["duplicate_rate"],
+            unique_per_minute=metrics["unique_per_minute"],
+            cost=metrics["cost"],
+            producers_stopped=len(stopped),
+            interrupted=interrupted,
+        )
+        exploration.emit("finished", summary.model_dump())
+        await reporter.close(summary)
+    return summary
+
+
+async def _produce(
+    producer: int,
+    exploration: Exploration,
+    router: Router,
+    providers: dict[Route, LLMProvider],
+    reporter: _ArtifactReporter,
+    stopped: list[int],
+) -> None:
+    """One producer's loop; its own failures never escape to the other producers."""
+    limit = exploration.settings.max_requests
+    requests = failures_in_a_row = 0
+    try:
+        while (limit is None or requests < limit) and exploration.reserve():
+            requests += 1
+            try:
+                await _request(producer, requests, exploration, router, providers)
+            except (ProviderError, InvalidOutput) as error:
+                failures_in_a_row += 1
+                logger.warning("producer %d: %s", producer, error)
+                if failures_in_a_row >= MAX_CONSECUTIVE_FAILURES:
+                    logger.error(
+                        "producer %d stops after %d failures in a row", producer, failures_in_a_row
+                    )
+                    stopped.append(producer)
+                    return
+                continue
+            failures_in_a_row = 0
+            await reporter.progress()
+    except asyncio.CancelledError:
+        raise
+    except Exception as error:  # a crashed producer must not take the others down
+        logger.exception("producer %d crashed", producer)
+        exploration.crashed(producer, error)
+        stopped.append(producer)
+
+
+async def _request(
+    producer: int,
+    request: int,
+    exploration: Exploration,
+    router: Router,
+    providers: dict[Route, LLMProvider],
+) -> None:
+    """One request under a reserved iteration: accepted, or the iteration is given back."""
+    accepted = False
+    try:
+        known = exploration.known_sample(producer, request)
+        topic = exploration.settings.topic
+        prompt = build_prompt(topic, known, len(exploration.index), producer, request)
+
+        async def ask(route: Route) -> tuple[Any, list[str]]:
+            provider = providers[route]
+            try:
+                async with gate_for(provider).slot(estimate_tokens(prompt)):
+                    return await ask_for_attributes(provider, prompt)
+            except ProviderError as error:
+                exploration.fail(route.label, producer, error)
+                raise
+
+        (completion, items), route = await call_with_routing(
+            router, ask, max_attempts=3 + len(providers)
+        )
+        if not items:
+            error = InvalidOutput("the answer held no attributes")
+            exploration.fail(route.label, producer, error)
+            raise error
+        new = exploration.accept(items, completion, route.label, producer)
+        accepted = True
+        logger.debug("producer %d via %s: %d items, %d new", producer, route, len(items), len(new))
+    finally:
+        if not accepted:
+            exploration.release()
+
+
+class _ArtifactReporter:
+    """Progress, metrics and attribute-table artifacts, only inside a flow run."""
+
+    def __init__(self, exploration: Exploration) -> None:
+        from prefect.context import FlowRunContext
+
+        self.exploration = exploration
+        self.enabled = FlowRunContext.get() is not None
+        self._progress_id: Any = None
+        self._last = 0.0
+
+    def _percent(self) -> float:
+        limit = self.exploration.settings.iterations
+        if limit:
+            return min(100.0, 100.0 * self.exploration.accepted / limit)
+        return 0.0
+
+    async def start(self) -> None:
+        if self.enabled:
+            from prefect.artifacts import acreate_progress_artifact
+
+            self._progress_id = await acreate_progress_artifact(
+                0.0, key="explore-progress", description="Accepted batches of --iterations"
+            )
+
+    async def progress(self, force: bool = False) -> None:
+        if self._progress_id is None:
+            return
+        now = time.monotonic()
+        if not force and now - self._last < _ARTIFACT_INTERVAL:
+            return
+        self._last = now
+        from prefect.artifacts import aupdate_progress_artifact
+
+        unique = len(self.exploration.records)
+        await aupdate_progress_artifact(
+            self._progress_id, self._percent(), description=f"{unique} unique attributes"
+        )
+
+    async def close(self, summary: ExploreSummary) -> None:
+        if not self.enabled:
+            return
+        from prefect.artifacts import acreate_markdown_artifact, acreate_table_artifact
+
+        try:
+            await self.progress(force=True)
+            metrics = self.exploration.metrics()
+            rows = "".join(f"| {k} | {v} |\n" for k, v in metrics.items())
+            providers = "".join(
+                f"| {route} | {s.requests} | {s.failures} | {s.unique} | {s.cost:.4f} |\n"
+                for route, s in self.exploration.providers.items()
+            )
+            await acreate_markdown_artifact(
+                f"# Exploration: {summary.topic}\n\n| metric | value |\n|---|---|\n{rows}\n"
+                "| route | requests | failures | unique | cost |\n|---|---|---|---|---|\n"
+                f"{providers}",
+                key="explore-metrics",
+                description=summary.line(),
+            )
+            records = self.exploration.records[-_TABLE_ROWS:]
+            await acreate_table_artifact(
+                records or [{"attribute": "-"}],
+                key="explore-attributes",
+                description=f"The last {len(records)} of {len(self.exploration.records)} "
+                "unique attributes (all of them are in output.json)",
+            )
+        except Exception:  # artifacts are a view; the files are already flushed
+            logger.warning("could not write the run's artifacts", exc_info=True)
+
+
+def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool) -> ExploreSummary:
+    """Check the settings, then run the flow (the CLI's entry point)."""
+    settings.check()
+    build_routes(settings)  # usage errors before Prefect starts
+    if not prefect_api_url():
+        start_ephemeral_api()
+    return asyncio.run(
+        explore_topic(
+            topic=settings.topic,
+            producers=settings.producers,
+            iterations=settings.iterations,
+            max_requests=settings.max_requests,
+            routing_strategy=settings.routing_strategy,
+            routing_config=settings.routing_config,
+            output=str(output_dir) if output_dir else None,
+            seed=settings.seed,
+            fresh=fresh,
+            similarity=settings.similarity,
+        )
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    from flows.cli import main
+
+    main(["explore", *sys.argv[1:]])

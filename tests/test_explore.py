@@ -1,0 +1,242 @@
+"""Topic exploration end to end: producers, dedup across them, routing, outputs, resume."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+from pathlib import Path
+
+import pytest
+
+import flows.explore as explore
+from blocks import UsageError
+from flows.explore import run_exploration
+from tasks.explore import ExploreSettings, default_output_dir
+from tests.support.llm_server import LLMServer
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture
+def servers(monkeypatch):
+    """Three providers on three local servers: openai, openrouter and lmstudio kinds."""
+    with LLMServer() as a, LLMServer() as b, LLMServer() as c:
+        monkeypatch.setenv("OPENAI_BASE_URL", a.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-a")
+        monkeypatch.setenv("OPENROUTER_BASE_URL", b.base_url)
+        monkeypatch.setenv("OPENROUTER_API_KEY", "sk-b")
+        monkeypatch.setenv("LMSTUDIO_BASE_URL", c.base_url)
+        for server, name in ((a, "a"), (b, "b"), (c, "c")):
+            server.reply = _numbered(name)
+        yield a, b, c
+
+
+def _numbered(name: str):
+    counter = iter(range(10**6))
+
+    def reply(body) -> str:
+        n = next(counter)
+        return "\n".join(f"{i}. {name} thing {n} {i}" for i in range(1, 4))
+
+    return reply
+
+
+def run(settings: ExploreSettings, out: Path, **kw):
+    return asyncio.run(run_exploration(settings, out, **kw))
+
+
+def settings(**kw) -> ExploreSettings:
+    values = {"topic": "Paris", "producers": 2, "routing_config": "random:random", "seed": 1}
+    values.update(kw)
+    return ExploreSettings(**values)
+
+
+def test_roundrobin_spreads_request_by_request(servers, tmp_path):
+    a, b, c = servers
+    cfg = "openai:m1,openrouter:m2,lmstudio:m3"
+    summary = run(
+        settings(routing_strategy="roundrobin", routing_config=cfg, iterations=12, producers=3),
+        tmp_path,
+    )
+    assert summary.batches == 12
+    assert [len(s.requests) for s in servers] == [4, 4, 4]
+
+
+def test_weighted_follows_the_weights(servers, tmp_path):
+    a, b, _ = servers
+    summary = run(
+        settings(
+            routing_strategy="weighted",
+            routing_config="openai:m1:3,openrouter:m2:1",
+            iterations=80,
+            producers=4,
+            seed=7,
+        ),
+        tmp_path,
+    )
+    assert summary.batches == 80
+    share = len(a.requests) / 80
+    assert 0.6 < share < 0.9, share
+    assert len(b.requests) > 0
+
+
+def test_priority_fails_over_on_errors(servers, tmp_path):
+    a, b, c = servers
+    a.enqueue("500", times=1000)
+    summary = run(
+        settings(
+            routing_strategy="priority",
+            routing_config="openai:m1,openrouter:m2,lmstudio:m3",
+            iterations=6,
+            producers=1,
+        ),
+        tmp_path,
+    )
+    assert summary.batches == 6
+    assert len(b.requests) == 6 and len(c.requests) == 0
+    assert 1 <= len(a.requests) <= 2, "a failing first route sits out its cool-down"
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["providers"]["openai:m1"]["errors"] == {"ProviderUnavailable": len(a.requests)}
+
+
+def test_backoff_retries_rate_limits(servers, tmp_path, monkeypatch):
+    a, _, _ = servers
+    monkeypatch.setattr(explore, "make_router", _fast(explore.make_router))
+    a.enqueue("429", times=2)
+    summary = run(
+        settings(routing_strategy="backoff", routing_config="openai:m1", iterations=3, producers=1),
+        tmp_path,
+    )
+    assert summary.batches == 3 and summary.exit_code == 0
+    assert len(a.requests) == 5
+
+
+def _fast(make_router):
+    def fast(*args, **kwargs):
+        return make_router(*args, **kwargs, base_delay=0.01)
+
+    return fast
+
+
+def test_auth_errors_are_not_rate_limits_and_stop_only_that_producer(servers, tmp_path):
+    a, _, _ = servers
+    a.enqueue("401", times=1000)
+    summary = run(
+        settings(
+            routing_strategy="backoff", routing_config="openai:m1", iterations=50, producers=2
+        ),
+        tmp_path,
+    )
+    assert summary.batches == 0 and summary.producers_stopped == 2 and summary.exit_code == 1
+    assert len(a.requests) == 2 * explore.MAX_CONSECUTIVE_FAILURES, "no backoff retries on 401"
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert set(meta["providers"]["openai:m1"]["errors"]) == {"AuthenticationFailed"}
+
+
+def test_dedup_across_producers_keeps_first_spelling(servers, tmp_path):
+    a, _, _ = servers
+    a.reply = "1. Eiffel Tower\n2. the eiffel tower\n- Eiffel Towers\n* Louvre\n5. EIFFEL-TOWER!"
+    summary = run(settings(routing_config="openai:m1", iterations=6, producers=3), tmp_path)
+    assert (tmp_path / "output.txt").read_text() == "Eiffel Tower\nLouvre\n"
+    assert summary.unique == 2 and summary.duplicate_rate == pytest.approx(28 / 30, abs=1e-3)
+    data = json.loads((tmp_path / "output.json").read_text())
+    first = data["attributes"][0]
+    assert first["attribute"] == "Eiffel Tower" and first["provider"] == "openai"
+    assert {"model", "producer", "timestamp"} <= set(first)
+
+
+def test_producers_are_shown_what_is_known(servers, tmp_path):
+    a, _, _ = servers
+    run(settings(routing_config="openai:m1", iterations=3, producers=1), tmp_path)
+    prompts = [r.json["messages"][0]["content"] for r in a.requests]
+    assert "Do not repeat" not in prompts[0]
+    assert "- a thing 0 1" in prompts[1] and "- a thing 1 3" in prompts[2]
+
+
+def test_rerun_continues_and_fresh_keeps_the_old_files(tmp_path):
+    first = run(settings(iterations=3), tmp_path)
+    again = run(settings(iterations=3), tmp_path)
+    assert again.unique > first.unique and again.new_this_run == again.unique - first.unique
+    lines = (tmp_path / "output.txt").read_text().splitlines()
+    assert len(lines) == len(set(lines)) == again.unique
+    fresh = run(settings(iterations=1), tmp_path, fresh=True)
+    assert fresh.unique == fresh.new_this_run
+    [previous] = tmp_path.glob("previous-*")
+    assert len((previous / "output.txt").read_text().splitlines()) == again.unique
+
+
+def test_other_topic_in_the_folder_is_refused(tmp_path):
+    run(settings(iterations=1), tmp_path)
+    with pytest.raises(UsageError, match="holds the topic 'Paris'"):
+        run(settings(topic="Rome", iterations=1), tmp_path)
+
+
+def test_topic_cannot_escape_the_output_folder():
+    assert default_output_dir("../../etc/passwd") == Path("output/etc-passwd")
+    with pytest.raises(UsageError):
+        default_output_dir("../..")
+
+
+@pytest.mark.parametrize(
+    ("config", "strategy", "message"),
+    [
+        ("openai", "backoff", "provider:model"),
+        ("nosuch:m", "backoff", "valid"),
+        ("openai:m:0", "weighted", "weight"),
+        ("openai:m,openrouter:n", "backoff", "backoff"),
+        ("random:random", "fastest", "roundrobin"),
+    ],
+)
+def test_bad_routing_is_a_usage_error(config, strategy, message, tmp_path):
+    with pytest.raises(UsageError, match=message):
+        run(settings(routing_config=config, routing_strategy=strategy, iterations=1), tmp_path)
+    assert not (tmp_path / "metadata.json").exists()
+
+
+def test_a_crashed_producer_does_not_stop_the_others(tmp_path, monkeypatch):
+    real = explore.build_prompt
+
+    def flaky(topic, known, total, producer, request):
+        if producer == 0:
+            raise RuntimeError("boom")
+        return real(topic, known, total, producer, request)
+
+    monkeypatch.setattr(explore, "build_prompt", flaky)
+    summary = run(settings(iterations=5, producers=3), tmp_path)
+    assert summary.batches == 5 and summary.producers_stopped == 1 and summary.exit_code == 1
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["producers"]["0"]["crashed"] == "RuntimeError: boom"
+
+
+def test_cancellation_flushes_every_output(tmp_path):
+    async def go():
+        task = asyncio.create_task(
+            run_exploration(settings(producers=2, routing_config="random:random"), tmp_path)
+        )
+        while (
+            not (tmp_path / "attributes.jsonl").exists()
+            or (tmp_path / "attributes.jsonl").stat().st_size < 2000
+        ):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(go())
+    journal = [json.loads(x) for x in (tmp_path / "attributes.jsonl").read_text().splitlines()]
+    data = json.loads((tmp_path / "output.json").read_text())
+    assert [r["attribute"] for r in data["attributes"]] == [r["attribute"] for r in journal]
+    assert (tmp_path / "output.txt").read_text().splitlines() == [r["attribute"] for r in journal]
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["metrics"]["unique"] == len(journal)
+
+
+def test_max_requests_per_producer(servers, tmp_path):
+    a, _, _ = servers
+    summary = run(settings(routing_config="openai:m1", max_requests=3, producers=2), tmp_path)
+    assert summary.requests == 6 and len(a.requests) == 6
+    per_producer = collections.Counter(
+        r["producer"] for r in json.loads((tmp_path / "output.json").read_text())["attributes"]
+    )
+    assert set(per_producer) == {0, 1}
