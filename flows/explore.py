@@ -26,7 +26,7 @@ from blocks.errors import InvalidOutput, ProviderError
 from blocks.llm_provider import LLMProvider, provider_from_env
 from blocks.providers import PROVIDERS
 from blocks.routing import Route, Router, call_with_routing, make_router, parse_routing_config
-from flows.prefect_api import prefect_api_url, start_ephemeral_api
+from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
 from tasks.limits import estimate_tokens, gate_for
 from tasks.llm import ask_for_attributes
@@ -139,6 +139,7 @@ async def run_exploration(
     exploration = Exploration.open(settings, output_dir, fresh=fresh)
     if listener is not None:
         exploration.listeners.append(listener)
+    exploration.emit("started", _start_event(exploration))
     reporter = _ArtifactReporter(exploration)
     await reporter.start()
     stopped: list[int] = []
@@ -172,6 +173,22 @@ async def run_exploration(
         exploration.emit("finished", summary.model_dump())
         await reporter.close(summary)
     return summary
+
+
+def _start_event(exploration: Exploration) -> dict[str, Any]:
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    flow_run_id = str(context.flow_run.id) if context and context.flow_run else None
+    return {
+        "topic": exploration.settings.topic,
+        "output_dir": str(exploration.output_dir),
+        "settings": exploration.settings.__dict__,
+        "flow_run_id": flow_run_id,
+        "prefect_api_url": prefect_api_url() if flow_run_id else None,
+        "known": [r["attribute"] for r in exploration.records],
+        "metrics": exploration.metrics(),
+    }
 
 
 async def _produce(
@@ -322,22 +339,21 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
     """Check the settings, then run the flow (the CLI's entry point)."""
     settings.check()
     build_routes(settings)  # usage errors before Prefect starts
-    if not prefect_api_url():
-        start_ephemeral_api()
-    return asyncio.run(
-        explore_topic(
-            topic=settings.topic,
-            producers=settings.producers,
-            iterations=settings.iterations,
-            max_requests=settings.max_requests,
-            routing_strategy=settings.routing_strategy,
-            routing_config=settings.routing_config,
-            output=str(output_dir) if output_dir else None,
-            seed=settings.seed,
-            fresh=fresh,
-            similarity=settings.similarity,
+    with prefect_api():
+        return asyncio.run(
+            explore_topic(
+                topic=settings.topic,
+                producers=settings.producers,
+                iterations=settings.iterations,
+                max_requests=settings.max_requests,
+                routing_strategy=settings.routing_strategy,
+                routing_config=settings.routing_config,
+                output=str(output_dir) if output_dir else None,
+                seed=settings.seed,
+                fresh=fresh,
+                similarity=settings.similarity,
+            )
         )
-    )
 
 
 if __name__ == "__main__":

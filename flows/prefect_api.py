@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-__all__ = ["prefect_api_url"]
+if TYPE_CHECKING:
+    from prefect.server.api.server import SubprocessASGIServer
+
+__all__ = ["prefect_api", "prefect_api_url", "start_ephemeral_api"]
 
 
 def prefect_api_url() -> str | None:
@@ -16,7 +23,30 @@ def prefect_api_url() -> str | None:
     return get_current_settings().api.url or None
 
 
-def start_ephemeral_api() -> None:
+@contextlib.contextmanager
+def prefect_api() -> Iterator[None]:
+    """A Prefect API for the flows run inside: the configured one, or an ephemeral server.
+
+    The ephemeral server is started deaf to Ctrl-C (see ``start_ephemeral_api``) and stopped
+    quietly on the way out, after pending events are sent, so the command's own summary
+    stays its last line.
+    """
+    if prefect_api_url():
+        yield
+        return
+    server = start_ephemeral_api()
+    try:
+        yield
+    finally:
+        from prefect.events.worker import EventsWorker
+        from prefect.server.api import server as server_module
+
+        EventsWorker.drain_all(timeout=5)
+        server_module.subprocess_server_logger.setLevel(logging.WARNING)
+        server.stop()
+
+
+def start_ephemeral_api() -> SubprocessASGIServer:
     """Start Prefect's ephemeral API server now, deaf to Ctrl-C.
 
     Prefect starts it lazily as a child process in our process group, so Ctrl-C in a terminal
@@ -34,9 +64,11 @@ def start_ephemeral_api() -> None:
     quieted = "PREFECT_SERVER_LOGGING_LEVEL" not in os.environ
     if quieted:
         os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "CRITICAL"
+    server = SubprocessASGIServer()
     try:
-        SubprocessASGIServer().start()
+        server.start()
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         if quieted:
             del os.environ["PREFECT_SERVER_LOGGING_LEVEL"]
+    return server

@@ -136,3 +136,49 @@ def test_python_module_entry_points():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("1. ")
+
+
+def test_explore_offline_writes_the_topic_folder(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flows.explore",
+            "--topic",
+            "Paris attractions",
+            "--routing-config",
+            "random:random",
+            "--iterations",
+            "4",
+            "--producers",
+            "2",
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "output" / "paris-attractions"
+    lines = (folder / "output.txt").read_text().splitlines()
+    assert len(lines) == len(set(lines)) > 0
+    assert result.stderr.strip().splitlines()[-1].startswith(f"explore: {len(lines)} unique")
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--routing-config", "openai:gpt-4o-mini"], {}, "set OPENAI_API_KEY"),
+        (["--routing-config", "random"], {}, "provider:model"),
+        (["--routing-strategy", "fastest"], {"ROUTING_CONFIG": "random:random"}, "roundrobin"),
+        (["--producers", "0", "--routing-config", "random:random"], {}, "--producers"),
+    ],
+)
+def test_explore_usage_errors_exit_2(tmp_path, args, env, message):
+    result = cli("explore", "--topic", "x", *args, env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert not (tmp_path / "output").exists()
