@@ -82,26 +82,45 @@ def global_limit_name(provider: LLMProvider) -> str:
 
 
 async def global_limit(provider: LLMProvider) -> str | None:
-    """The name of the provider's Prefect global concurrency limit, created on first use;
-    None without a configured Prefect API (then the in-process gate is the only limit)."""
+    """The name of the provider's Prefect global concurrency limit, created on first use
+    with the block's max in flight (and set back to it when it differs: the block is where
+    the limit is configured); None without a configured Prefect API (then the in-process gate
+    is the only limit)."""
     from flows.prefect_api import prefect_api_url
 
     if not prefect_api_url():
         return None
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.client.schemas.actions import (
+        GlobalConcurrencyLimitCreate,
+        GlobalConcurrencyLimitUpdate,
+    )
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     name = global_limit_name(provider)
     async with get_client() as client:
         try:
-            await client.read_global_concurrency_limit_by_name(name)
+            existing = await client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
             with contextlib.suppress(ObjectAlreadyExists):
                 await client.create_global_concurrency_limit(
                     GlobalConcurrencyLimitCreate(name=name, limit=provider.max_in_flight)
                 )
+        else:
+            if existing.limit != provider.max_in_flight:
+                await client.update_global_concurrency_limit(
+                    name, GlobalConcurrencyLimitUpdate(limit=provider.max_in_flight)
+                )
     return name
+
+
+async def _limit_slots(limit_name: str) -> tuple[int, int]:
+    """The limit's size (the server refuses, 422, a request for more) and its free slots."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        limit = await client.read_global_concurrency_limit_by_name(limit_name)
+    return limit.limit, max(0, limit.limit - limit.active_slots)
 
 
 #: How long a multi-slot acquire may wait before asking for half as many slots.
@@ -119,8 +138,11 @@ async def run_workers(
     Slots are acquired in chunks, all ``count`` in one call first: every acquire is a round
     trip of 55-290 ms and Prefect sends those for one limit one at a time (NOTES.md), so a
     slot per worker would delay the last worker by seconds. When another run holds part of
-    the limit, a chunk that does not fit in ``ACQUIRE_PATIENCE`` seconds is halved, down to
-    single slots that wait as long as it takes; workers already holding slots keep going.
+    the limit, a chunk asks for no more than the slots free just before (one read), and one
+    that still does not fit in ``ACQUIRE_PATIENCE`` seconds is halved, down to single slots
+    that wait as long as it takes (without a time-out: Prefect logs each timed-out acquire
+    as an ERROR); workers already holding slots keep going. No more workers run than the
+    limit's size (``-j`` above the block's limit is capped by it when a server is configured).
     """
     if limit_name is None:
         async with asyncio.TaskGroup() as group:
@@ -141,10 +163,12 @@ async def run_workers(
             if ready.is_set():  # not the acquire: a real error, keep it visible
                 raise
 
+    total, free = await _limit_slots(limit_name)
+    count = min(count, max(1, total))
     async with asyncio.TaskGroup() as group:
         remaining = size = count
         while remaining and pending():
-            size = min(size, remaining)
+            size = max(1, min(size, remaining, free))
             ready = asyncio.Event()
             attempt = group.create_task(chunk(size, ready))
             signal = asyncio.create_task(ready.wait())
@@ -154,3 +178,5 @@ async def run_workers(
                 remaining -= size
             else:
                 size = max(1, size // 2)
+            if remaining and pending() and size > 1:
+                free = (await _limit_slots(limit_name))[1]
