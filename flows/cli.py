@@ -386,6 +386,36 @@ def explore(
     raise typer.Exit(summary.exit_code)
 
 
+@app.command()
+@handle_errors
+def web(
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host", help="Address to listen on; anything but loopback exposes the page."
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8080,
+    output_root: Annotated[
+        Path,
+        typer.Option("--output-root", help="Topic folders go here, one per topic slug."),
+    ] = Path("output"),
+) -> None:
+    """Serve the live web page for topic exploration.
+
+    Same as ``python -m web``. The page starts and stops explore runs (the flow ``explore``
+    runs, one at a time) and shows them live: counts, unique attributes and cost per minute,
+    duplicate rate, a chart of new attributes per batch, per-provider stats, the attributes
+    themselves (searchable), the output files and, with PREFECT_API_URL set, a link to the
+    flow run in the Prefect UI (PREFECT_UI_URL if the UI has another address). Without
+    PREFECT_API_URL an ephemeral Prefect API starts with the page. Ctrl-C stops the server;
+    a run that is going is stopped first, its files flushed.
+    """
+    from web.server import serve
+
+    serve(host, port, output_root=output_root)
+
+
 @app.command("list")
 @handle_errors
 def list_providers() -> None:
