@@ -12,6 +12,7 @@ from prefect.blocks.core import Block
 from prefect.utilities.asyncutils import run_coro_as_sync
 from pydantic import Field, SecretStr, field_validator, model_validator
 
+from blocks import tracing
 from blocks.errors import EmptyResponse, NeedsKey, ProviderError, ProviderTimeout, UsageError
 from blocks.providers import LITELLM_KIND, PROVIDERS, ProviderSpec, get_spec, load_backend
 from blocks.providers.base import Message, OnText, Segment
@@ -184,33 +185,38 @@ class LLMProvider(Block):
         usage = Usage()
         attempts = 0
         segment = Segment(text="", finish_reason=None, usage=Usage())
-        for _ in range(self.max_continuations + 1):
-            segment, tries = await retry_call(
-                lambda messages=messages: self._attempt(backend, messages, on_text),
-                policy,
-                rng=rng,
+        # One span per completion, retries and continuations included (no-op unless enabled).
+        with tracing.llm_span(self, messages) as span:
+            for _ in range(self.max_continuations + 1):
+                segment, tries = await retry_call(
+                    lambda messages=messages: self._attempt(backend, messages, on_text),
+                    policy,
+                    rng=rng,
+                    on_retry=span.on_retry,
+                )
+                attempts += tries
+                pieces.append(segment.text)
+                usage += segment.usage
+                if segment.finish_reason != "length":
+                    break
+                messages = [
+                    *messages,
+                    {"role": "assistant", "content": segment.text},
+                    {"role": "user", "content": CONTINUE_PROMPT},
+                ]
+            completion = Completion(
+                text="".join(pieces),
+                finish_reason=segment.finish_reason,
+                usage=usage,
+                response_id=segment.response_id,
+                provider=self.kind,
+                model=self.model_name,
+                segments=len(pieces),
+                attempts=attempts,
+                elapsed=time.perf_counter() - started,
             )
-            attempts += tries
-            pieces.append(segment.text)
-            usage += segment.usage
-            if segment.finish_reason != "length":
-                break
-            messages = [
-                *messages,
-                {"role": "assistant", "content": segment.text},
-                {"role": "user", "content": CONTINUE_PROMPT},
-            ]
-        return Completion(
-            text="".join(pieces),
-            finish_reason=segment.finish_reason,
-            usage=usage,
-            response_id=segment.response_id,
-            provider=self.kind,
-            model=self.model_name,
-            segments=len(pieces),
-            attempts=attempts,
-            elapsed=time.perf_counter() - started,
-        )
+            span.record(completion)
+        return completion
 
     def complete(self, prompt: str | list[Message], *, on_text: OnText | None = None) -> Completion:
         """Synchronous twin of ``acomplete`` (not for use inside a running event loop)."""

@@ -20,7 +20,8 @@ from prefect import Task, flow
 
 from blocks.errors import ConductorError, InvalidOutput, UsageError
 from blocks.llm_provider import LLMProvider
-from flows.prefect_api import prefect_api_url, start_ephemeral_api
+from blocks.tracing import traced_flow
+from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.batch import BatchPlan, Job, plan_batch
 from tasks.generate import GeneratedOutput, generate_output
 from tasks.limits import ProviderGate, estimate_tokens, gate_for, global_limit, run_workers
@@ -34,6 +35,7 @@ __all__ = ["run_batch", "run_batch_mode", "run_prompt_batch"]
 logger = logging.getLogger("llm_conductor.batch")
 
 
+@traced_flow  # one trace per flow run: the LLM calls' spans nest under it
 @flow(
     name="Run prompt batch",
     description="Generate the output of every changed *.prompt.md file.",
@@ -240,19 +242,18 @@ def run_batch(
         if not plan.jobs and not plan.problems:
             return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
     provider.check_ready()
-    if not prefect_api_url():
-        start_ephemeral_api()
-    return asyncio.run(
-        run_prompt_batch(
-            input_dir,
-            output_dir,
-            provider,
-            parallelism=parallelism,
-            force=force,
-            max_cost=max_cost,
-            **options,
+    with prefect_api():
+        return asyncio.run(
+            run_prompt_batch(
+                input_dir,
+                output_dir,
+                provider,
+                parallelism=parallelism,
+                force=force,
+                max_cost=max_cost,
+                **options,
+            )
         )
-    )
 
 
 def run_batch_mode(

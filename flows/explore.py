@@ -26,6 +26,7 @@ from blocks.errors import InvalidOutput, ProviderError
 from blocks.llm_provider import LLMProvider, provider_from_env
 from blocks.providers import PROVIDERS
 from blocks.routing import Route, Router, call_with_routing, make_router, parse_routing_config
+from blocks.tracing import traced_flow
 from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
 from tasks.limits import estimate_tokens, gate_for
@@ -80,6 +81,7 @@ class ExploreSummary(BaseModel):
         )
 
 
+@traced_flow  # one trace per flow run: every producer's LLM calls nest under it
 @flow(
     name="Explore a topic",
     description="Concurrent producers ask LLMs for attributes of a topic; answers deduplicated.",
