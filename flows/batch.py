@@ -21,6 +21,7 @@ from prefect import Task, flow
 from blocks.errors import ConductorError, InvalidOutput, UsageError
 from blocks.llm_provider import LLMProvider
 from blocks.tracing import traced_flow
+from flows.interrupt import on_interrupt
 from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.batch import BatchPlan, Job, plan_batch
 from tasks.generate import GeneratedOutput, generate_output
@@ -105,15 +106,26 @@ async def execute_plan(
                 outcome = await run_job(job, provider, output_dir, manifest, generate, gate)
             await reporter.record(outcome)
 
+    main = asyncio.current_task()
+
+    def interrupt() -> None:
+        reporter.summary.interrupted = True
+        queue.clear()  # nothing new starts, even if something swallows the cancellation
+        if main is not None:
+            main.cancel()
+
     limit_name = await global_limit(provider) if plan.jobs else None
     try:
-        await run_workers(worker, workers, limit_name, pending=lambda: bool(queue))
+        with on_interrupt(interrupt):
+            await run_workers(worker, workers, limit_name, pending=lambda: bool(queue))
     except asyncio.CancelledError:
         reporter.summary.interrupted = True
         raise
     finally:
         manifest.compact()
         summary = await reporter.close()
+    if summary.interrupted:  # the cancellation was swallowed on the way: end as if it was not
+        raise asyncio.CancelledError
     return summary
 
 
@@ -243,17 +255,20 @@ def run_batch(
             return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
     provider.check_ready()
     with prefect_api():
-        return asyncio.run(
-            run_prompt_batch(
-                input_dir,
-                output_dir,
-                provider,
-                parallelism=parallelism,
-                force=force,
-                max_cost=max_cost,
-                **options,
+        try:
+            return asyncio.run(
+                run_prompt_batch(
+                    input_dir,
+                    output_dir,
+                    provider,
+                    parallelism=parallelism,
+                    force=force,
+                    max_cost=max_cost,
+                    **options,
+                )
             )
-        )
+        except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): finished outputs are kept
+            raise KeyboardInterrupt from None
 
 
 def run_batch_mode(

@@ -27,6 +27,7 @@ from blocks.llm_provider import LLMProvider, provider_from_env
 from blocks.providers import PROVIDERS
 from blocks.routing import Route, Router, call_with_routing, make_router, parse_routing_config
 from blocks.tracing import traced_flow
+from flows.interrupt import on_interrupt
 from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
 from tasks.limits import estimate_tokens, gate_for
@@ -145,15 +146,22 @@ async def run_exploration(
     reporter = _ArtifactReporter(exploration)
     await reporter.start()
     stopped: list[int] = []
-    interrupted = False
+    main = asyncio.current_task()
+
+    def interrupt() -> None:
+        exploration.stopped = True  # no new request, even if the cancellation is swallowed
+        if main is not None:
+            main.cancel()
+
     try:
-        async with asyncio.TaskGroup() as group:
-            for producer in range(settings.producers):
-                group.create_task(
-                    _produce(producer, exploration, router, providers, reporter, stopped)
-                )
+        with on_interrupt(interrupt):
+            async with asyncio.TaskGroup() as group:
+                for producer in range(settings.producers):
+                    group.create_task(
+                        _produce(producer, exploration, router, providers, reporter, stopped)
+                    )
     except asyncio.CancelledError:
-        interrupted = True
+        exploration.stopped = True
         raise
     finally:
         exploration.close()
@@ -170,10 +178,12 @@ async def run_exploration(
             unique_per_minute=metrics["unique_per_minute"],
             cost=metrics["cost"],
             producers_stopped=len(stopped),
-            interrupted=interrupted,
+            interrupted=exploration.stopped,
         )
         exploration.emit("finished", summary.model_dump())
         await reporter.close(summary)
+    if summary.interrupted:  # the cancellation was swallowed on the way: end as if it was not
+        raise asyncio.CancelledError
     return summary
 
 
@@ -342,20 +352,23 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
     settings.check()
     build_routes(settings)  # usage errors before Prefect starts
     with prefect_api():
-        return asyncio.run(
-            explore_topic(
-                topic=settings.topic,
-                producers=settings.producers,
-                iterations=settings.iterations,
-                max_requests=settings.max_requests,
-                routing_strategy=settings.routing_strategy,
-                routing_config=settings.routing_config,
-                output=str(output_dir) if output_dir else None,
-                seed=settings.seed,
-                fresh=fresh,
-                similarity=settings.similarity,
+        try:
+            return asyncio.run(
+                explore_topic(
+                    topic=settings.topic,
+                    producers=settings.producers,
+                    iterations=settings.iterations,
+                    max_requests=settings.max_requests,
+                    routing_strategy=settings.routing_strategy,
+                    routing_config=settings.routing_config,
+                    output=str(output_dir) if output_dir else None,
+                    seed=settings.seed,
+                    fresh=fresh,
+                    similarity=settings.similarity,
+                )
             )
-        )
+        except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): outputs are flushed
+            raise KeyboardInterrupt from None
 
 
 if __name__ == "__main__":

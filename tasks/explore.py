@@ -167,6 +167,7 @@ class Exploration:
         self.total_items = 0
         self.accepted = 0
         self.reserved = 0
+        self.stopped = False  # Ctrl-C: no new request, whatever the iterations left
         self.batches: list[dict[str, Any]] = []  # per accepted batch: time, new, duplicates
         self.started = _now()
         self.resumed_from = 0
@@ -233,9 +234,10 @@ class Exploration:
     # -- the run ---------------------------------------------------------------------------
 
     def reserve(self) -> bool:
-        """Claim one of ``--iterations`` before a request; False once they are all claimed."""
+        """Claim one of ``--iterations`` before a request; False once they are all claimed
+        or the run is stopping."""
         limit = self.settings.iterations
-        if limit is not None and self.reserved >= limit:
+        if self.stopped or (limit is not None and self.reserved >= limit):
             return False
         self.reserved += 1
         return True

@@ -275,3 +275,42 @@ def test_artifacts_are_created(llm_server, dirs):
     progress = asyncio.run(latest("batch-progress"))
     assert float(progress.data) == 100.0
     assert summary.flow_run_id == table.flow_run_id == progress.flow_run_id
+
+
+def test_ctrl_c_stops_new_prompts_even_if_a_library_swallows_the_cancellation(
+    llm_server, dirs, monkeypatch
+):
+    """Ctrl-C must not depend on every library passing asyncio's one cancellation on."""
+    import os
+    import signal
+    import threading
+    import time
+
+    src, out = dirs
+    n = 40
+    for i in range(n):
+        write(src / f"p{i:02}.md.prompt.md", f"prompt {i}")
+    llm_server.latency = 0.2
+    original = LLMProvider.acomplete
+
+    async def stubborn(self, prompt, **kw):
+        try:
+            return await original(self, prompt, **kw)
+        except asyncio.CancelledError:  # what a misbehaving library does
+            asyncio.current_task().uncancel()
+            return await original(self, prompt, **kw)
+
+    monkeypatch.setattr(LLMProvider, "acomplete", stubborn)
+
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + 60
+        while len(list(out.glob("*.md"))) < 3 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(provider(llm_server), src, out, parallelism=2)
+    written = list(out.glob("*.md"))
+    assert 3 <= len(written) < n - 10, "prompts kept starting after Ctrl-C"
+    assert len(llm_server.requests) <= len(written) + 2 * 2  # in flight, sent again once

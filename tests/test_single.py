@@ -37,6 +37,7 @@ async def test_without_a_prefect_api_no_server_is_needed(monkeypatch):
     import flows.single as single
 
     monkeypatch.setattr(single, "prefect_api_url", lambda: None)
+
     class NotTheFlow:
         name = single.complete_prompt.name
 
