@@ -16,6 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+CLI = str(Path(PYTHON).parent / "llm-conductor")  # the console script of this venv
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -49,6 +49,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (  # noqa: E402
+    CLI,
     PYTHON,
     child_env,
     last_json_line,
@@ -58,7 +59,6 @@ from bench._common import (  # noqa: E402
     run_timed,
 )
 
-CLI = str(Path(PYTHON).parent / "llm-conductor")
 SELF = str(Path(__file__).resolve())
 MODEL = "gpt-4o-mini"
 

@@ -36,6 +36,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._common import (  # noqa: E402
+    CLI,
     PYTHON,
     child_env,
     last_json_line,
@@ -46,7 +47,6 @@ from bench._common import (  # noqa: E402
 )
 from tests.support.llm_server import LLMServerProcess  # noqa: E402
 
-CLI = str(Path(PYTHON).parent / "llm-conductor")
 PROMPT = "Explain Python decorators in one sentence"
 EXPECTED = f"echo: {PROMPT}"
 

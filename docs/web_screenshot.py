@@ -23,16 +23,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="web-screenshot-"))
 os.environ.pop("PREFECT_API_URL", None)
 
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 
 def main() -> None:
@@ -69,7 +60,7 @@ def main() -> None:
             time.sleep(0.5)
         browser = playwright.chromium.launch_persistent_context(
             str(Path(tmp) / "profile"),
-            executable_path="/usr/bin/chromium",
+            executable_path=str(CHROMIUM),
             headless=True,
             args=CHROMIUM_ARGS,
             viewport={"width": 1440, "height": 900},

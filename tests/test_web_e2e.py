@@ -18,20 +18,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.llm_server import LLMServer
 from web.server import BackgroundServer
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCRIPT = "<script>window.__xss = 1</script>"
 IMAGE = '<img src="x" onerror="window.__xss = 2">'
 WAIT = 30_000  # ms: a busy 2-core CI machine
