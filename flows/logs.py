@@ -37,6 +37,15 @@ def configure_logging(verbose: bool = False) -> None:
         handler.setLevel(logging.DEBUG)
         handler.setFormatter(logging.Formatter(_FORMAT))
         logger.addHandler(handler)
+    # Libraries' warnings (litellm's "coroutine was never awaited" at exit, pydantic's
+    # deprecations) are noise for a user reading stderr: keep them in the log file, and on
+    # stderr only with --verbose.
+    logging.captureWarnings(True)
+    library_warnings = logging.getLogger("py.warnings")
+    library_warnings.propagate = False
+    for target in logger.handlers:
+        if verbose or isinstance(target, logging.FileHandler):
+            library_warnings.addHandler(target)
     logger._conductor_configured = True  # type: ignore[attr-defined]
 
 

@@ -182,3 +182,18 @@ def test_explore_usage_errors_exit_2(tmp_path, args, env, message):
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert not (tmp_path / "output").exists()
+
+
+def test_library_warnings_go_to_the_log_file_not_stderr(tmp_path):
+    log = tmp_path / "run.log"
+    code = (
+        "import warnings; from flows.logs import configure_logging; configure_logging(); "
+        "warnings.warn('coroutine was never awaited', RuntimeWarning)"
+    )
+    env = {**os.environ, "LLM_CONDUCTOR_LOG_FILE": str(log)}
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert quiet.returncode == 0 and quiet.stderr == ""
+    assert "RuntimeWarning: coroutine was never awaited" in log.read_text()
+    verbose = code.replace("configure_logging()", "configure_logging(verbose=True)")
+    loud = subprocess.run([sys.executable, "-c", verbose], capture_output=True, text=True, env=env)
+    assert "coroutine was never awaited" in loud.stderr
