@@ -4,7 +4,9 @@ Run it with ``llm-conductor batch`` or ``python -m flows.batch`` (same options).
 
 The recipe: take the output folder's lock, plan (which prompts changed), run the changed ones
 through the cached ``generate-output`` task with at most ``parallelism`` in flight, write each
-output atomically as soon as it is ready, record it in the manifest, report.
+output atomically as soon as it is ready, record it in the manifest, report. With
+``task_per_prompt=False`` each of the ``parallelism`` workers is one task run instead, with the
+same answer cache (see tasks/generate.py).
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
+import itertools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from prefect import Task, flow
+from prefect import flow
 
 from blocks.errors import ConductorError, InvalidOutput, UsageError
 from blocks.llm_provider import LLMProvider
@@ -24,7 +28,13 @@ from blocks.tracing import traced_flow
 from flows.interrupt import on_interrupt
 from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.batch import BatchPlan, Job, plan_batch
-from tasks.generate import GeneratedOutput, generate_output
+from tasks.generate import (
+    GeneratedOutput,
+    answer_cache,
+    generate_output,
+    generate_output_cached,
+    work_through_prompts,
+)
 from tasks.limits import ProviderGate, estimate_tokens, gate_for, global_limit, run_workers
 from tasks.manifest import STATE_DIR, BatchLock, Entry, Manifest
 from tasks.outputs import write_atomic
@@ -34,6 +44,9 @@ from tasks.reporting import BatchReporter, BatchSummary, PromptOutcome
 __all__ = ["run_batch", "run_batch_mode", "run_prompt_batch"]
 
 logger = logging.getLogger("llm_conductor.batch")
+
+#: ``generate_output`` (a task run per prompt) or ``generate_output_cached`` (none).
+Generate = Callable[..., Awaitable[GeneratedOutput]]
 
 
 @traced_flow  # one trace per flow run: the LLM calls' spans nest under it
@@ -52,8 +65,13 @@ async def run_prompt_batch(
     retry_errors: bool = False,
     files_from: list[str] | None = None,
     max_cost: float | None = None,
+    task_per_prompt: bool = True,
 ) -> BatchSummary:
-    """Generate outputs for changed prompts; returns counts, tokens, cost and duration."""
+    """Generate outputs for changed prompts; returns counts, tokens, cost and duration.
+
+    ``task_per_prompt=False``: one task run per worker instead of per prompt, for fast
+    providers and big batches, where Prefect's per-task-run cost is what limits the pace.
+    """
     output_dir.mkdir(parents=True, exist_ok=True)
     with BatchLock(output_dir):
         manifest = Manifest.open(output_dir)
@@ -68,7 +86,7 @@ async def run_prompt_batch(
             retry_errors=retry_errors,
         )
         return await execute_plan(
-            plan, provider, output_dir, manifest, parallelism, force, max_cost
+            plan, provider, output_dir, manifest, parallelism, force, max_cost, task_per_prompt
         )
 
 
@@ -80,6 +98,7 @@ async def execute_plan(
     parallelism: int | None,
     force: bool,
     max_cost: float | None,
+    task_per_prompt: bool = True,
 ) -> BatchSummary:
     """Run the plan's jobs with ``parallelism`` workers; every outcome is reported."""
     workers = min(parallelism or provider.max_in_flight, max(1, len(plan.jobs)))
@@ -93,11 +112,15 @@ async def execute_plan(
         await reporter.record(PromptOutcome(file=str(prompt.relative), status="up-to-date"))
     # Persisted answers go to Prefect's result storage (PREFECT_LOCAL_STORAGE_PATH), keyed
     # by prompt key: a rerun after a crash between answer and write costs nothing.
-    generate = generate_output.with_options(refresh_cache=force) if force else generate_output
+    generate: Generate
+    if not task_per_prompt:
+        generate = functools.partial(generate_output_cached, await answer_cache(), refresh=force)
+    else:
+        generate = generate_output.with_options(refresh_cache=force) if force else generate_output
     gate = gate_for(provider, workers)
     queue = collections.deque(plan.jobs)
 
-    async def worker() -> None:
+    async def work() -> None:
         while queue:
             job = queue.popleft()
             if max_cost is not None and reporter.summary.cost >= max_cost:
@@ -105,6 +128,14 @@ async def execute_plan(
             else:
                 outcome = await run_job(job, provider, output_dir, manifest, generate, gate)
             await reporter.record(outcome)
+
+    numbers = itertools.count(1)
+
+    async def worker() -> None:
+        if task_per_prompt:
+            await work()
+        else:
+            await work_through_prompts(next(numbers), work)
 
     main = asyncio.current_task()
 
@@ -134,7 +165,7 @@ async def run_job(
     provider: LLMProvider,
     output_dir: Path,
     manifest: Manifest,
-    generate: Task[..., Awaitable[GeneratedOutput]],
+    generate: Generate,
     gate: ProviderGate,
 ) -> PromptOutcome:
     """One prompt: read, generate (cached), write atomically, record. Never raises for a
@@ -232,6 +263,7 @@ def run_batch(
     files_from: list[str] | None = None,
     max_cost: float | None = None,
     dry: bool = False,
+    task_per_prompt: bool = True,
 ) -> BatchSummary:
     """Check the input, then run the flow; the CLI's and ``run_batch_mode``'s entry point.
 
@@ -264,6 +296,7 @@ def run_batch(
                     parallelism=parallelism,
                     force=force,
                     max_cost=max_cost,
+                    task_per_prompt=task_per_prompt,
                     **options,
                 )
             )

@@ -54,7 +54,14 @@ def reply_json_or_text(body) -> str:
     return f"text for: {prompt}"
 
 
-def test_outputs_naming_headers_and_rerun_skips(llm_server, dirs):
+#: Both ways of running a batch: a task run per prompt (default) or per worker.
+both_modes = pytest.mark.parametrize(
+    "task_per_prompt", [True, False], ids=["task-per-prompt", "task-per-worker"]
+)
+
+
+@both_modes
+def test_outputs_naming_headers_and_rerun_skips(llm_server, dirs, task_per_prompt):
     src, out = dirs
     llm_server.reply = reply_json_or_text
     write(src / "a.md.prompt.md", "prompt a")
@@ -63,7 +70,9 @@ def test_outputs_naming_headers_and_rerun_skips(llm_server, dirs):
     write(src / "sub/d.prompt.md", "prompt d")
     write(src / "sub/f.prompt.md", "prompt f with json and prose")
     write(src / "sub/e.txt.prompt.md", "prompt e")
-    summary = run_batch(provider(llm_server), src, out, recursive=True)
+    summary = run_batch(
+        provider(llm_server), src, out, recursive=True, task_per_prompt=task_per_prompt
+    )
     assert (summary.ok, summary.failed, summary.exit_code) == (6, 0, 0)
     assert sorted(
         p.relative_to(out).as_posix()
@@ -107,13 +116,14 @@ def test_change_detection_content_model_params_format(llm_server, dirs):
     assert prompts_sent(llm_server) == ["second"]
 
 
-def test_force_regenerates_everything(llm_server, dirs):
+@both_modes
+def test_force_regenerates_everything(llm_server, dirs, task_per_prompt):
     src, out = dirs
     write(src / "a.prompt.md", "one")
     run_batch(provider(llm_server), src, out)
     llm_server.reset()
-    run_batch(provider(llm_server), src, out, force=True)
-    assert prompts_sent(llm_server) == ["one"]
+    run_batch(provider(llm_server), src, out, force=True, task_per_prompt=task_per_prompt)
+    assert prompts_sent(llm_server) == ["one"], "--force does not take the cached answer"
 
 
 def test_seed_outputs_are_recognised(llm_server, dirs):
@@ -176,12 +186,15 @@ def test_bad_prompt_files_are_reported_and_the_rest_runs(llm_server, dirs, tmp_p
     assert prompts_sent(llm_server) == ["fine"]
 
 
-def test_parallelism_bounds_requests_in_flight(llm_server, dirs):
+@both_modes
+def test_parallelism_bounds_requests_in_flight(llm_server, dirs, task_per_prompt):
     src, out = dirs
     llm_server.latency = 0.15
     for i in range(16):
         write(src / f"p{i:02}.prompt.md", f"prompt {i}")
-    summary = run_batch(provider(llm_server), src, out, parallelism=4)
+    summary = run_batch(
+        provider(llm_server), src, out, parallelism=4, task_per_prompt=task_per_prompt
+    )
     assert summary.ok == 16
     assert llm_server.max_in_flight == 4
 
@@ -206,14 +219,21 @@ def test_max_cost_stops_starting_new_prompts(llm_server, dirs):
     assert len(llm_server.requests) == 1
 
 
-def test_answer_paid_but_not_written_is_not_paid_again(llm_server, dirs):
+@pytest.mark.parametrize(
+    ("first_per_prompt", "second_per_prompt"),
+    [(True, True), (False, False), (False, True), (True, False)],
+    ids=["per-prompt", "per-worker", "per-worker-then-per-prompt", "per-prompt-then-per-worker"],
+)
+def test_answer_paid_but_not_written_is_not_paid_again(
+    llm_server, dirs, first_per_prompt, second_per_prompt
+):
     src, out = dirs
     write(src / "a.md.prompt.md", "expensive")
     (out / "a.md").mkdir(parents=True)  # the write will fail after the model answered
-    first = run_batch(provider(llm_server), src, out)
+    first = run_batch(provider(llm_server), src, out, task_per_prompt=first_per_prompt)
     assert first.failed == 1 and len(llm_server.requests) == 1
     (out / "a.md").rmdir()
-    second = run_batch(provider(llm_server), src, out)
+    second = run_batch(provider(llm_server), src, out, task_per_prompt=second_per_prompt)
     assert second.ok == 1
     assert len(llm_server.requests) == 1, "the persisted answer was reused"
     assert (out / "a.md").read_text().endswith("\n") or (out / "a.md").stat().st_size > 0
@@ -277,8 +297,40 @@ def test_artifacts_are_created(llm_server, dirs):
     assert summary.flow_run_id == table.flow_run_id == progress.flow_run_id
 
 
+@both_modes
+def test_task_runs_are_one_per_prompt_or_one_per_worker(llm_server, dirs, task_per_prompt):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    src, out = dirs
+    for i in range(6):
+        write(src / f"p{i}.prompt.md", f"prompt {i}")
+    summary = run_batch(
+        provider(llm_server), src, out, parallelism=2, task_per_prompt=task_per_prompt
+    )
+    assert summary.ok == 6
+    expected = (
+        [f"p{i}.prompt.md" for i in range(6)] if task_per_prompt else ["worker 1", "worker 2"]
+    )
+
+    async def task_run_names() -> list[str]:
+        async with get_client() as client:
+            [latest] = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+            flow_runs = FlowRunFilter(id=FlowRunFilterId(any_=[latest.id]))
+            for _ in range(100):  # task runs reach the API as events, recorded shortly after
+                runs = await client.read_task_runs(flow_run_filter=flow_runs)
+                if len(runs) >= len(expected) and all(r.state.is_completed() for r in runs):
+                    break
+                await asyncio.sleep(0.1)
+        return sorted(r.name for r in runs)
+
+    assert asyncio.run(task_run_names()) == expected
+
+
+@both_modes
 def test_ctrl_c_stops_new_prompts_even_if_a_library_swallows_the_cancellation(
-    llm_server, dirs, monkeypatch
+    llm_server, dirs, monkeypatch, task_per_prompt
 ):
     """Ctrl-C must not depend on every library passing asyncio's one cancellation on."""
     import os
@@ -310,7 +362,7 @@ def test_ctrl_c_stops_new_prompts_even_if_a_library_swallows_the_cancellation(
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        run_batch(provider(llm_server), src, out, parallelism=2)
+        run_batch(provider(llm_server), src, out, parallelism=2, task_per_prompt=task_per_prompt)
     written = list(out.glob("*.md"))
     assert 3 <= len(written) < n - 10, "prompts kept starting after Ctrl-C"
     assert len(llm_server.requests) <= len(written) + 2 * 2  # in flight, sent again once

@@ -17,8 +17,8 @@ CLI = str(Path(sys.executable).parent / "llm-conductor")
 N = 30
 
 
-@pytest.fixture
-def job(tmp_path, llm_server):
+@pytest.fixture(params=[[], ["--task-per-worker"]], ids=["task-per-prompt", "task-per-worker"])
+def job(request, tmp_path, llm_server):
     src, out = tmp_path / "in", tmp_path / "out"
     src.mkdir()
     for i in range(N):
@@ -43,6 +43,7 @@ def job(tmp_path, llm_server):
         str(src),
         "--output-dir",
         str(out),
+        *request.param,
     ]
     return argv, env, out
 
