@@ -292,6 +292,14 @@ def test_start_watch_from_two_pages_stop_and_reconnect(server, http):
         assert run["providers"]["random:random"]["batches"] > 0
         assert run["chart"] and all(len(point) == 3 for point in run["chart"])
 
+        # The page offers a download once its file exists: the run lists them as they appear.
+        deadline = time.monotonic() + 15
+        while not (listed := http.get("/api/state").json()["run"]["files"]):
+            assert time.monotonic() < deadline, "the output files were never listed"
+            time.sleep(0.2)
+        for name in listed:
+            assert http.get(f"/api/files/{name}").status_code == 200, name
+
         stopped_at = time.monotonic()
         assert http.post("/api/stop", json={}).json()["status"] == "stopping"
         final = one.next("status", lambda d: d["run"]["status"] == "stopped", timeout=30)

@@ -301,6 +301,14 @@ class Hub:
             run["summary"] = data
             self._publish("summary", {"run": run_id, "summary": data})
 
+    def set_files(self, run_id: int, files: list[str]) -> None:
+        """The output files that exist now (the page links only those)."""
+        run = self.run
+        if run is None or run["id"] != run_id or run["files"] == files:
+            return
+        run["files"] = files
+        self._publish("status", {"run": self._header()})
+
     def merge_provider_metadata(self, run_id: int, providers: dict[str, Any]) -> None:
         """Tokens and cost per route from the topic folder's ``metadata.json``."""
         run = self.run

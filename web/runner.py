@@ -152,6 +152,10 @@ def _prefect_ui_url() -> str | None:
         return None
 
 
+def _existing(output_dir: Path) -> list[str]:
+    return [name for name in OUTPUT_FILES if (output_dir / name).is_file()]
+
+
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -368,7 +372,7 @@ class Runner:
             message = f"the run failed: {type(error).__name__}: {error}"
         finally:
             self._task = None
-            files = [name for name in OUTPUT_FILES if (output_dir / name).is_file()]
+            files = _existing(output_dir)
             self.hub.set_status(
                 run_id,
                 status,
@@ -445,6 +449,8 @@ class Runner:
         providers = self._fresh_providers(output_dir)
         if providers is not None:
             self.loop.call_soon_threadsafe(self.hub.merge_provider_metadata, run_id, providers)
+        # The page offers a download only once its file exists (else the browser saves a 404).
+        self.loop.call_soon_threadsafe(self.hub.set_files, run_id, _existing(output_dir))
 
     def _merge_metadata(self, run_id: int, output_dir: Path) -> None:
         providers = self._fresh_providers(output_dir)

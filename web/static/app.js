@@ -195,7 +195,11 @@
 
   function renderRunInfo(run) {
     text("output-dir", run ? run.output_dir : "–");
-    $("downloads").className = run && run.status !== "starting" ? "" : "off";
+    const files = (run && run.files) || [];
+    $("downloads").className = files.length ? "" : "off";
+    for (const a of document.querySelectorAll("#downloads a[data-file]")) {
+      a.hidden = !files.includes(a.dataset.file);
+    }
     const link = $("flow-run-link");
     const url = run && run.flow_run_url;
     if (url && /^https?:\/\//.test(url)) {
