@@ -260,7 +260,7 @@ def batch(
         typer.Option(
             "--task-per-worker",
             help="One Prefect task run per worker (-j), not per prompt: for fast providers and "
-            "big batches, where Prefect's 25-60 ms per task run sets the pace. Outputs, "
+            "big batches, where Prefect's ≈30 ms of CPU per task run sets the pace. Outputs, "
             "manifest, artifacts and the answer cache are the same.",
         ),
     ] = False,
