@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import os
 import sys
 from collections.abc import Callable
@@ -447,8 +448,16 @@ def list_providers() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
-    app(args=argv, prog_name="llm-conductor")
+    """Console-script entry point; the process is expected to exit when it returns.
+
+    On the way out, ``gc.freeze()``: the interpreter's final garbage collections walk
+    litellm's and Prefect's object graphs for ≈1.2 s (measured) and free nothing the OS would
+    not. atexit handlers (log and trace flushing) still run first.
+    """
+    try:
+        app(args=argv, prog_name="llm-conductor")
+    finally:
+        gc.freeze()
 
 
 if __name__ == "__main__":
