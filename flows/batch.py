@@ -113,10 +113,10 @@ async def execute_plan(
     # Persisted answers go to Prefect's result storage (PREFECT_LOCAL_STORAGE_PATH), keyed
     # by prompt key: a rerun after a crash between answer and write costs nothing.
     generate: Generate
-    if not task_per_prompt:
-        generate = functools.partial(generate_output_cached, await answer_cache(), refresh=force)
-    else:
+    if task_per_prompt:
         generate = generate_output.with_options(refresh_cache=force) if force else generate_output
+    else:
+        generate = functools.partial(generate_output_cached, await answer_cache(), refresh=force)
     gate = gate_for(provider, workers)
     queue = collections.deque(plan.jobs)
 
