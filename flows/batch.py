@@ -40,6 +40,7 @@ from tasks.manifest import STATE_DIR, BatchLock, Entry, Manifest
 from tasks.outputs import write_atomic
 from tasks.prompt_files import read_prompt
 from tasks.reporting import BatchReporter, BatchSummary, PromptOutcome
+from tasks.stopping import stop_propagates
 
 __all__ = ["run_batch", "run_batch_mode", "run_prompt_batch"]
 
@@ -135,7 +136,7 @@ async def execute_plan(
         if task_per_prompt:
             await work()
         else:
-            await work_through_prompts(next(numbers), work)
+            await stop_propagates(work_through_prompts(next(numbers), work))
 
     main = asyncio.current_task()
 
@@ -175,8 +176,9 @@ async def run_job(
         _raw, text = read_prompt(job.prompt)
         estimate = estimate_tokens(text)
         async with gate.slot(estimate):
-            generated = await generate(
-                provider, text, job.key, job.output_format, name, str(output_dir.resolve())
+            scope = str(output_dir.resolve())
+            generated = await stop_propagates(
+                generate(provider, text, job.key, job.output_format, name, scope)
             )
         completion = generated.completion
         await gate.spend_tokens(completion.usage.total_tokens, estimate)

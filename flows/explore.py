@@ -32,6 +32,7 @@ from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
 from tasks.limits import estimate_tokens, gate_for
 from tasks.llm import ask_for_attributes
+from tasks.stopping import stop_propagates
 
 __all__ = ["ExploreSummary", "explore_topic", "run_explore", "run_exploration"]
 
@@ -257,7 +258,7 @@ async def _request(
             provider = providers[route]
             try:
                 async with gate_for(provider).slot(estimate_tokens(prompt)):
-                    return await ask_for_attributes(provider, prompt)
+                    return await stop_propagates(ask_for_attributes(provider, prompt))
             except ProviderError as error:
                 exploration.fail(route.label, producer, error)
                 raise

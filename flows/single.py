@@ -11,7 +11,8 @@ from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from blocks.tracing import flow_span, traced_flow
 from flows.prefect_api import prefect_api_url
-from tasks.llm import call_model
+from tasks.llm import call_model, complete
+from tasks.stopping import stop_propagates
 
 __all__ = ["complete_prompt", "run_single"]
 
@@ -20,7 +21,7 @@ __all__ = ["complete_prompt", "run_single"]
 @flow(name="Complete one prompt", description="Send one prompt to one provider.")
 async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = False) -> Completion:
     """Complete one prompt through the ``call-model`` task."""
-    return await call_model(provider, prompt, stream=stream)
+    return await stop_propagates(call_model(provider, prompt, stream=stream))
 
 
 async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False) -> Completion:
@@ -33,7 +34,7 @@ async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False
     if prefect_api_url():
         return await complete_prompt(prompt, provider, stream=stream)
     with flow_span(complete_prompt.name):  # same trace shape as the flow run, without its id
-        return await call_model.fn(provider, prompt, stream=stream)
+        return await complete(provider, prompt, stream=stream)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,12 @@ from blocks.errors import InvalidOutput
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from tasks.outputs import render_output
+from tasks.stopping import until_stopped
 
 __all__ = [
     "GeneratedOutput",
     "answer_cache",
+    "generate",
     "generate_output",
     "generate_output_cached",
     "work_through_prompts",
@@ -81,6 +83,13 @@ async def generate_output(
             return out.text
         ```
     """
+    return await until_stopped(generate(provider, prompt, key, output_format))
+
+
+async def generate(
+    provider: LLMProvider, prompt: str, key: str, output_format: str
+) -> GeneratedOutput:
+    """The body of ``generate_output``, without Prefect and without the cache."""
     completion = await provider.acomplete(prompt)
     try:
         text, is_json = render_output(completion.text, output_format, key, completion.metadata())
@@ -115,7 +124,7 @@ async def generate_output_cached(
     storage_key = cache_key(scope, key)
     if not refresh and cache.exists(storage_key):
         return cache.read(storage_key).result
-    output = await generate_output.fn(provider, prompt, key, output_format, name, scope)
+    output = await generate(provider, prompt, key, output_format)
     cache.write(output, key=storage_key)
     return output
 
@@ -130,5 +139,5 @@ async def generate_output_cached(
 async def work_through_prompts(number: int, work: Callable[[], Awaitable[None]]) -> None:
     """One batch worker as one task run: ``work`` takes prompts off the shared queue until it
     is empty. Each prompt's outcome is in the run's artifacts and the manifest, not in a task
-    run of its own."""
-    await work()
+    run of its own. Stopped, the task run ends Cancelled."""
+    return await until_stopped(work())

@@ -10,8 +10,9 @@ from prefect import task
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from tasks.attributes import parse_attributes
+from tasks.stopping import until_stopped
 
-__all__ = ["ask_for_attributes", "call_model", "stream_to_stdout"]
+__all__ = ["ask", "ask_for_attributes", "call_model", "complete", "stream_to_stdout"]
 
 logger = logging.getLogger("llm_conductor.tasks")
 
@@ -21,25 +22,9 @@ def stream_to_stdout(text: str) -> None:
     sys.stdout.flush()
 
 
-@task(name="call-model", task_run_name="call {provider.kind}", retries=0)
-async def call_model(provider: LLMProvider, prompt: str, stream: bool = False) -> Completion:
-    """Complete ``prompt`` with ``provider``; with ``stream`` the answer goes to stdout as it comes.
-
-    Retries live in the provider block (one loop that honours Retry-After), so the task itself
-    is not retried: a second loop here would multiply attempts.
-
-    Example:
-        ```python
-        from prefect import flow
-        from blocks import LLMProvider
-        from tasks.llm import call_model
-
-        @flow
-        async def ask() -> str:
-            completion = await call_model(LLMProvider(kind="random"), "Name three rivers")
-            return completion.text
-        ```
-    """
+async def complete(provider: LLMProvider, prompt: str, stream: bool = False) -> Completion:
+    """Complete ``prompt`` with ``provider``; with ``stream`` the answer goes to stdout as it
+    comes. The body of ``call_model``, usable without Prefect."""
     completion = await provider.acomplete(prompt, on_text=stream_to_stdout if stream else None)
     logger.debug(
         "%s answered in %.2fs: %d+%d tokens, %s segment(s), %s attempt(s)",
@@ -53,11 +38,41 @@ async def call_model(provider: LLMProvider, prompt: str, stream: bool = False) -
     return completion
 
 
+@task(name="call-model", task_run_name="call {provider.kind}", retries=0)
+async def call_model(provider: LLMProvider, prompt: str, stream: bool = False) -> Completion:
+    """Complete ``prompt`` with ``provider``; with ``stream`` the answer goes to stdout as it comes.
+
+    Retries live in the provider block (one loop that honours Retry-After), so the task itself
+    is not retried: a second loop here would multiply attempts. Stopped mid-call, the task run
+    ends Cancelled (await it through ``tasks.stopping.stop_propagates``).
+
+    Example:
+        ```python
+        from prefect import flow
+        from blocks import LLMProvider
+        from tasks.llm import call_model
+
+        @flow
+        async def ask() -> str:
+            completion = await call_model(LLMProvider(kind="random"), "Name three rivers")
+            return completion.text
+        ```
+    """
+    return await until_stopped(complete(provider, prompt, stream))
+
+
+async def ask(provider: LLMProvider, prompt: str) -> tuple[Completion, list[str]]:
+    """One exploration request without Prefect: the completion and its parsed attributes."""
+    completion = await provider.acomplete(prompt)
+    return completion, parse_attributes(completion.text)
+
+
 @task(name="ask-for-attributes", task_run_name="ask {provider.kind}", retries=0)
 async def ask_for_attributes(provider: LLMProvider, prompt: str) -> tuple[Completion, list[str]]:
     """One exploration request: the completion and the attributes parsed from it.
 
-    Numbered or bulleted lines, comma lists and JSON arrays are all understood.
+    Numbered or bulleted lines, comma lists and JSON arrays are all understood. Stopped
+    mid-call, the task run ends Cancelled (await it through ``stop_propagates``).
 
     Example:
         ```python
@@ -71,5 +86,4 @@ async def ask_for_attributes(provider: LLMProvider, prompt: str) -> tuple[Comple
             return items
         ```
     """
-    completion = await provider.acomplete(prompt)
-    return completion, parse_attributes(completion.text)
+    return await until_stopped(ask(provider, prompt))

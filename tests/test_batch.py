@@ -12,6 +12,7 @@ import pytest
 from blocks import LLMProvider, UsageError
 from flows.batch import run_batch
 from tasks.manifest import BatchLock, Manifest
+from tests.support.prefect_runs import latest_task_runs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -299,10 +300,6 @@ def test_artifacts_are_created(llm_server, dirs):
 
 @both_modes
 def test_task_runs_are_one_per_prompt_or_one_per_worker(llm_server, dirs, task_per_prompt):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.client.schemas.sorting import FlowRunSort
-
     src, out = dirs
     for i in range(6):
         write(src / f"p{i}.prompt.md", f"prompt {i}")
@@ -310,22 +307,35 @@ def test_task_runs_are_one_per_prompt_or_one_per_worker(llm_server, dirs, task_p
         provider(llm_server), src, out, parallelism=2, task_per_prompt=task_per_prompt
     )
     assert summary.ok == 6
-    expected = (
-        [f"p{i}.prompt.md" for i in range(6)] if task_per_prompt else ["worker 1", "worker 2"]
-    )
+    per_prompt = [f"p{i}.prompt.md" for i in range(6)]
+    expected = per_prompt if task_per_prompt else ["worker 1", "worker 2"]
+    runs = asyncio.run(latest_task_runs(len(expected)))
+    assert runs == [(name, "COMPLETED") for name in expected]
 
-    async def task_run_names() -> list[str]:
-        async with get_client() as client:
-            [latest] = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
-            flow_runs = FlowRunFilter(id=FlowRunFilterId(any_=[latest.id]))
-            for _ in range(100):  # task runs reach the API as events, recorded shortly after
-                runs = await client.read_task_runs(flow_run_filter=flow_runs)
-                if len(runs) >= len(expected) and all(r.state.is_completed() for r in runs):
-                    break
-                await asyncio.sleep(0.1)
-        return sorted(r.name for r in runs)
 
-    assert asyncio.run(task_run_names()) == expected
+@both_modes
+def test_task_runs_cut_short_by_ctrl_c_end_cancelled_not_crashed(llm_server, dirs, task_per_prompt):
+    import os
+    import signal
+    import threading
+    import time
+
+    src, out = dirs
+    for i in range(8):
+        write(src / f"p{i}.prompt.md", f"prompt {i}")
+    llm_server.latency = 60  # every request is in flight when Ctrl-C comes
+
+    def press_ctrl_c() -> None:
+        deadline = time.monotonic() + 60
+        while llm_server.in_flight < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(provider(llm_server), src, out, parallelism=2, task_per_prompt=task_per_prompt)
+    runs = asyncio.run(latest_task_runs(2))
+    assert len(runs) == 2 and {state for _, state in runs} == {"CANCELLED"}, runs
 
 
 @both_modes

@@ -240,3 +240,30 @@ def test_max_requests_per_producer(servers, tmp_path):
         r["producer"] for r in json.loads((tmp_path / "output.json").read_text())["attributes"]
     )
     assert set(per_producer) == {0, 1}
+
+
+def test_a_stopped_flow_run_leaves_its_requests_cancelled_not_crashed(monkeypatch, tmp_path):
+    from tests.support.prefect_runs import latest_task_runs
+
+    with LLMServer() as server:
+        server.latency = 60  # both producers' requests are in flight when the run is stopped
+        monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-a")
+
+        async def go() -> list[tuple[str, str]]:
+            run = asyncio.create_task(
+                explore.explore_topic(
+                    topic="Paris", producers=2, routing_config="openai:m1", output=str(tmp_path)
+                )
+            )
+            while server.in_flight < 2:
+                assert not run.done(), run
+                await asyncio.sleep(0.02)
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            return await latest_task_runs(2)
+
+        runs = asyncio.run(go())
+    assert runs == [("ask openai", "CANCELLED")] * 2
+    assert json.loads((tmp_path / "metadata.json").read_text())["topic"] == "Paris", "flushed"
