@@ -83,7 +83,10 @@ async def generate_output(
             return out.text
         ```
     """
-    return await until_stopped(generate(provider, prompt, key, output_format))
+    # Not through until_stopped: Prefect caches whatever the body returns under the prompt
+    # key, a Cancelled state included, and the next run would get that back instead of an
+    # answer. So a generate-output run cut short shows as Crashed.
+    return await generate(provider, prompt, key, output_format)
 
 
 async def generate(

@@ -123,11 +123,20 @@ def create_app(
         name = request.path_params["name"]
         path = runner().output_file(name)
         media = "application/json" if name.endswith(".json") else "text/plain; charset=utf-8"
-        return FileResponse(
-            path,
+        # Read in one go: the run replaces these files atomically while it goes, and a
+        # streamed FileResponse would send the new file under the old one's Content-Length.
+        try:
+            body = await asyncio.to_thread(path.read_bytes)
+        except FileNotFoundError:
+            raise WebError(404, f"{name} is not written yet") from None
+        return Response(
+            body,
             media_type=media,
-            filename=name,
-            headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"},
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}"',
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+            },
         )
 
     async def on_web_error(request: Request, exc: Exception) -> Response:
