@@ -46,7 +46,8 @@ __all__ = ["run_batch", "run_batch_mode", "run_prompt_batch"]
 
 logger = logging.getLogger("llm_conductor.batch")
 
-#: ``generate_output`` (a task run per prompt) or ``generate_output_cached`` (none).
+#: ``generate_output`` (a task run per prompt) or ``generate_output_cached`` (none), with the
+#: output folder's ``scope`` bound.
 Generate = Callable[..., Awaitable[GeneratedOutput]]
 
 
@@ -113,11 +114,15 @@ async def execute_plan(
         await reporter.record(PromptOutcome(file=str(prompt.relative), status="up-to-date"))
     # Persisted answers go to Prefect's result storage (PREFECT_LOCAL_STORAGE_PATH), keyed
     # by prompt key: a rerun after a crash between answer and write costs nothing.
+    # ``scope`` (the output folder) is part of every cache key: resolved once, not per prompt.
+    scope = str(output_dir.resolve())
     generate: Generate
     if task_per_prompt:
-        generate = generate_output.with_options(refresh_cache=force) if force else generate_output
+        per_prompt = generate_output.with_options(refresh_cache=force) if force else generate_output
+        generate = functools.partial(per_prompt, scope=scope)
     else:
-        generate = functools.partial(generate_output_cached, await answer_cache(), refresh=force)
+        cache = await answer_cache()
+        generate = functools.partial(generate_output_cached, cache, scope=scope, refresh=force)
     gate = gate_for(provider, workers)
     queue = collections.deque(plan.jobs)
 
@@ -176,10 +181,7 @@ async def run_job(
         _raw, text = read_prompt(job.prompt)
         estimate = estimate_tokens(text)
         async with gate.slot(estimate):
-            scope = str(output_dir.resolve())
-            generated = await stop_propagates(
-                generate(provider, text, job.key, job.output_format, name, scope)
-            )
+            generated = await generate(provider, text, job.key, job.output_format, name)
         completion = generated.completion
         await gate.spend_tokens(completion.usage.total_tokens, estimate)
         output = job.prompt.output_path(output_dir, generated.is_json)

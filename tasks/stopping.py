@@ -37,16 +37,8 @@ async def until_stopped(work: Awaitable[T]) -> T:
 
 
 async def stop_propagates(task_call: Awaitable[T]) -> T:
-    """Await a task whose body uses ``until_stopped``; if the run is being stopped, raise the
-    cancellation here.
-
-    That covers the Cancelled state ``until_stopped`` returned and also a cancellation that
-    hit Prefect's engine outside the body: the engine records it as Crashed and, seen under
-    load, returns ``None`` instead of raising. ``cancelling()`` still says it was asked.
-    """
+    """Await a task whose body uses ``until_stopped``; its Cancelled end cancels the caller."""
     result = await task_call
-    current = asyncio.current_task()
-    stopping = current is not None and current.cancelling() > 0
-    if stopping or (isinstance(result, State) and result.is_cancelled()):
+    if isinstance(result, State) and result.is_cancelled():
         raise asyncio.CancelledError(STOPPED)
     return result
