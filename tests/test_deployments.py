@@ -458,9 +458,9 @@ def test_two_simultaneous_batches_on_two_workers_share_the_blocks_limit(
     never sees more than the block's limit in flight.
 
     The server holds every answer until both runs are inside their flow (their progress
-    artifacts exist) and one of them has the block's limit in flight, and 2 s more: the other
-    run then wants slots while none is free. Without the global limit it would be at the
-    server too (each run's own gate allows 8)."""
+    artifacts exist) and the block's limit is in flight, and 2 s more: both runs then want
+    more slots while none is free. Without the global limit up to 16 would be at the server
+    (each run's own gate allows 8)."""
     server = stack.server
     server.reset()
     server.latency = 0.3
@@ -515,10 +515,11 @@ def test_two_simultaneous_batches_on_two_workers_share_the_blocks_limit(
         assert len(list((tmp_path / f"{label}-out").glob("*.md"))) == count
     assert server.request_count == 2 * count
     assert server.max_in_flight == BLOCK_LIMIT
-    # While held, the block's limit was at the server, all of it from one run ...
+    # While held, exactly the block's limit was at the server, although both runs had started,
+    # on both workers, each allowed 8 by its own gate. How the 3 slots split between the runs
+    # depends on which reached the limit first (3+0 or 2+1); either way the sum is capped.
     sources = {label for r in held for label in labels if f"{label} prompt" in json.dumps(r.json)}
-    assert len(held) == BLOCK_LIMIT and len(sources) == 1, (len(held), sources)
-    # ... although the other had started too, on the other worker.
+    assert len(held) == BLOCK_LIMIT and sources, (len(held), sources)
     assert all(run.start_time < released for run in runs)
     assert {run.labels.get("prefect.worker.name") for run in runs} == set(WORKERS)
 

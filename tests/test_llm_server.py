@@ -37,8 +37,8 @@ PROVIDERS = [
     ("ollama_chat/llama3", "root_url", "/api/chat", "ollama"),
 ]
 PROVIDER_IDS = [p[0].split("/")[0] for p in PROVIDERS]
-# One event loop for the module: litellm caches HTTP clients across calls.
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One event loop for the module's async tests: litellm caches HTTP clients across calls.
+module_loop = pytest.mark.asyncio(loop_scope="module")
 
 
 async def complete(server: LLMServer, model: str, url_attr: str, **kwargs: Any) -> Any:
@@ -65,6 +65,7 @@ async def complete(server: LLMServer, model: str, url_attr: str, **kwargs: Any) 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(("model", "url_attr", "path", "api"), PROVIDERS, ids=PROVIDER_IDS)
+@module_loop
 async def test_litellm_roundtrip(
     llm_server: LLMServer, model: str, url_attr: str, path: str, api: str, stream: bool
 ) -> None:
@@ -80,6 +81,7 @@ async def test_litellm_roundtrip(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize(("model", "url_attr", "path", "api"), PROVIDERS, ids=PROVIDER_IDS)
+@module_loop
 async def test_length_rounds_then_stop(
     llm_server: LLMServer, model: str, url_attr: str, path: str, api: str, stream: bool
 ) -> None:
@@ -101,6 +103,7 @@ async def test_length_rounds_then_stop(
     assert llm_server.length_rounds == 0
 
 
+@module_loop
 async def test_ollama_generate_endpoint(llm_server: LLMServer) -> None:
     llm_server.reply = "fixed"
     response = await complete(llm_server, "ollama/llama3", "root_url")
@@ -108,6 +111,7 @@ async def test_ollama_generate_endpoint(llm_server: LLMServer) -> None:
     assert llm_server.requests[0].path == "/api/generate"
 
 
+@module_loop
 async def test_reply_callable_gets_request_json(llm_server: LLMServer) -> None:
     llm_server.reply = lambda body: f"model={body['model']}"
     response = await complete(llm_server, "openai/gpt-test", "base_url")
@@ -127,6 +131,7 @@ async def test_reply_callable_gets_request_json(llm_server: LLMServer) -> None:
     ],
 )
 @pytest.mark.parametrize(("model", "url_attr", "path", "api"), PROVIDERS, ids=PROVIDER_IDS)
+@module_loop
 async def test_http_error_faults(
     llm_server: LLMServer,
     model: str,
@@ -149,6 +154,7 @@ async def test_http_error_faults(
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
 @pytest.mark.parametrize("kind", ["drop", "drop_mid_stream", "garbage"])
+@module_loop
 async def test_connection_faults_raise(llm_server: LLMServer, kind: str, stream: bool) -> None:
     llm_server.enqueue(kind)
     with pytest.raises(openai.APIError) as caught:  # the common base of litellm's errors
@@ -157,6 +163,7 @@ async def test_connection_faults_raise(llm_server: LLMServer, kind: str, stream:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@module_loop
 async def test_timeout_fault(llm_server: LLMServer, stream: bool) -> None:
     llm_server.enqueue("timeout", seconds=60)
     started = time.monotonic()
@@ -172,6 +179,7 @@ async def test_timeout_fault(llm_server: LLMServer, stream: bool) -> None:
 
 
 @pytest.mark.parametrize(("model", "url_attr", "path", "api"), PROVIDERS[2:], ids=PROVIDER_IDS[2:])
+@module_loop
 async def test_stream_cut_midway(
     llm_server: LLMServer, model: str, url_attr: str, path: str, api: str
 ) -> None:
@@ -180,6 +188,7 @@ async def test_stream_cut_midway(
         await complete(llm_server, model, url_attr, stream=True)
 
 
+@module_loop
 async def test_stall_mid_stream_and_stream_delay(llm_server: LLMServer) -> None:
     llm_server.enqueue("stall_mid_stream", seconds=5)
     with pytest.raises(openai.APIError):  # litellm's read timeout fires mid-stream
@@ -200,6 +209,7 @@ async def test_stall_mid_stream_and_stream_delay(llm_server: LLMServer) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@module_loop
 async def test_empty_fault(llm_server: LLMServer, stream: bool) -> None:
     llm_server.enqueue("empty")
     response = await complete(llm_server, "openai/gpt-test", "base_url", stream=stream)
@@ -207,6 +217,7 @@ async def test_empty_fault(llm_server: LLMServer, stream: bool) -> None:
     assert response.choices[0].finish_reason == "stop"
 
 
+@module_loop
 async def test_faults_apply_in_order(llm_server: LLMServer) -> None:
     llm_server.enqueue("500")
     llm_server.enqueue("429", times=2)
@@ -223,6 +234,7 @@ async def test_faults_apply_in_order(llm_server: LLMServer) -> None:
 # ---- the HTTP layer, without litellm -------------------------------------------------------
 
 
+@module_loop
 async def test_raw_stream_format(llm_server: LLMServer) -> None:
     body = {
         "model": "m",
@@ -245,6 +257,7 @@ async def test_raw_stream_format(llm_server: LLMServer) -> None:
     assert chunks[-1]["usage"] == {"prompt_tokens": 8, "completion_tokens": 9, "total_tokens": 17}
 
 
+@module_loop
 async def test_keep_alive_chunked_bodies_and_errors(llm_server: LLMServer) -> None:
     payload = json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -277,6 +290,7 @@ def test_drop_closes_without_response(llm_server: LLMServer) -> None:
         assert sock.recv(1024) == b""  # closed, not a single byte of response
 
 
+@module_loop
 async def test_latency_and_max_in_flight(llm_server: LLMServer) -> None:
     llm_server.latency = 0.2
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
