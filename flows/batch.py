@@ -19,6 +19,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from prefect import flow
 
@@ -119,7 +120,11 @@ async def execute_plan(
     generate: Generate
     if task_per_prompt:
         per_prompt = generate_output.with_options(refresh_cache=force) if force else generate_output
-        generate = functools.partial(per_prompt, scope=scope)
+
+        async def in_task_run(*args: Any) -> GeneratedOutput:
+            return await stop_propagates(per_prompt(*args, scope=scope))
+
+        generate = in_task_run
     else:
         cache = await answer_cache()
         generate = functools.partial(generate_output_cached, cache, scope=scope, refresh=force)

@@ -68,25 +68,25 @@ async def generate_output(
     but before the file was written gets the answer back from the cache instead of paying
     again. ``scope`` (the output folder) is part of the cache key; ``name`` only labels the
     task run. Retries happen inside the provider block (one loop, honouring Retry-After).
+    Stopped, the task run ends Cancelled and caches nothing; await it through
+    ``tasks.stopping.stop_propagates``.
 
     Example:
         ```python
         from prefect import flow
         from blocks import LLMProvider
         from tasks.generate import generate_output
+        from tasks.stopping import stop_propagates
 
         @flow
         async def one() -> str:
-            out = await generate_output(
+            out = await stop_propagates(generate_output(
                 LLMProvider(kind="random"), "Give me JSON", "k1", "json", "demo"
-            )
+            ))
             return out.text
         ```
     """
-    # Not through until_stopped: Prefect caches whatever the body returns under the prompt
-    # key, a Cancelled state included, and the next run would get that back instead of an
-    # answer. So a generate-output run cut short shows as Crashed.
-    return await generate(provider, prompt, key, output_format)
+    return await until_stopped(generate(provider, prompt, key, output_format))
 
 
 async def generate(

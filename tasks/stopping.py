@@ -7,6 +7,9 @@ A task body that awaits its work through ``until_stopped`` returns a *Cancelled*
 instead; the caller awaits the task through ``stop_propagates``, which turns that state
 (Prefect hands a state returned by a task body back to the caller as is) into the
 cancellation again, so stopping works exactly as before.
+
+Prefect caches what a cached task's body returns, a state included; a stopped body turns
+off its task run's cache write, so the next run asks again instead of reading "stopped".
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Awaitable
 from typing import TypeVar, cast
 
 from prefect.states import Cancelled, State
+from prefect.transactions import get_transaction
 
 __all__ = ["STOPPED", "stop_propagates", "until_stopped"]
 
@@ -33,6 +37,8 @@ async def until_stopped(work: Awaitable[T]) -> T:
     try:
         return await work
     except asyncio.CancelledError:
+        if (transaction := get_transaction()) is not None:
+            transaction.write_on_commit = False
         return cast(T, Cancelled(message=STOPPED))
 
 

@@ -313,9 +313,12 @@ def test_task_runs_are_one_per_prompt_or_one_per_worker(llm_server, dirs, task_p
     assert runs == [(name, "COMPLETED") for name in expected]
 
 
-def test_worker_task_runs_cut_short_by_ctrl_c_end_cancelled_not_crashed(llm_server, dirs):
-    # Per-prompt generate-output runs cut short show Crashed: a returned Cancelled state would
-    # be cached under the prompt key (tasks/generate.py).
+@both_modes
+def test_task_runs_cut_short_by_ctrl_c_end_cancelled_and_the_rerun_asks_again(
+    llm_server, dirs, task_per_prompt
+):
+    """Stopped task runs end Cancelled, not Crashed; a per-prompt one caches nothing, so the
+    next run gets real answers for the stopped prompts, not the stopped state back."""
     import os
     import signal
     import threading
@@ -334,9 +337,19 @@ def test_worker_task_runs_cut_short_by_ctrl_c_end_cancelled_not_crashed(llm_serv
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        run_batch(provider(llm_server), src, out, parallelism=2, task_per_prompt=False)
-    runs = asyncio.run(latest_task_runs(2))
-    assert runs == [("worker 1", "CANCELLED"), ("worker 2", "CANCELLED")]
+        run_batch(provider(llm_server), src, out, parallelism=2, task_per_prompt=task_per_prompt)
+    stopped = ["p0.prompt.md", "p1.prompt.md"] if task_per_prompt else ["worker 1", "worker 2"]
+    assert asyncio.run(latest_task_runs(2)) == [(name, "CANCELLED") for name in stopped]
+    assert not list(out.glob("*.md"))
+
+    llm_server.latency = 0
+    summary = run_batch(
+        provider(llm_server), src, out, parallelism=2, task_per_prompt=task_per_prompt
+    )
+    assert summary.ok == 8 and summary.failed == 0
+    for i in range(8):
+        assert f"prompt {i}" in (out / f"p{i}.md").read_text()
+    assert len(llm_server.requests) == 2 + 8  # the two stopped prompts were asked again
 
 
 @both_modes
