@@ -123,8 +123,12 @@ async def _limit_slots(limit_name: str) -> tuple[int, int]:
     return limit.limit, max(0, limit.limit - limit.active_slots)
 
 
-#: How long a multi-slot acquire may wait before asking for half as many slots.
-ACQUIRE_PATIENCE = 1.0
+def _refused_for_now(error: BaseException) -> bool:
+    """A slot request the server turned down because the limit is full (423 Locked)."""
+    import httpx
+
+    cause = error.__cause__
+    return isinstance(cause, httpx.HTTPStatusError) and cause.response.status_code == 423
 
 
 async def run_workers(
@@ -137,30 +141,41 @@ async def run_workers(
 
     Slots are acquired in chunks, all ``count`` in one call first: every acquire is a round
     trip of 55-290 ms and Prefect sends those for one limit one at a time (NOTES.md), so a
-    slot per worker would delay the last worker by seconds. When another run holds part of
-    the limit, a chunk asks for no more than the slots free just before (one read), and one
-    that still does not fit in ``ACQUIRE_PATIENCE`` seconds is halved, down to single slots
-    that wait as long as it takes (without a time-out: Prefect logs each timed-out acquire
-    as an ERROR); workers already holding slots keep going. No more workers run than the
-    limit's size (``-j`` above the block's limit is capped by it when a server is configured).
+    slot per worker would delay the last worker by seconds. A chunk asks for no more than
+    the slots free just before (one read) and makes one attempt; refused (another run took
+    them meanwhile), it is halved, down to single slots that wait as long as it takes. No
+    time-out is ever put on a request for slots: one that expired after the server granted
+    them would leave them held by a lease nobody renews, for its 5 minutes. Workers already
+    holding slots keep going; once the work has run out, requests still waiting are
+    cancelled (measured: a run sharing a limit ends 0.6-2 s sooner). No more workers run than the limit's size (``-j`` above the
+    block's limit is capped by it when a server is configured).
     """
     if limit_name is None:
         async with asyncio.TaskGroup() as group:
             for _ in range(count):
                 group.create_task(worker())
         return
-    from prefect.concurrency.asyncio import concurrency
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError, concurrency
+
+    waiting: set[asyncio.Task[None]] = set()  # requests for slots not granted yet
 
     async def chunk(size: int, ready: asyncio.Event) -> None:
-        patience = None if size == 1 else ACQUIRE_PATIENCE
+        attempts = None if size == 1 else 0  # max_retries: 0 = no waiting for a 423
         try:
-            async with concurrency(limit_name, occupy=size, timeout_seconds=patience, strict=True):
+            async with concurrency(limit_name, occupy=size, max_retries=attempts, strict=True):
                 ready.set()
+                waiting.discard(asyncio.current_task())  # type: ignore[arg-type]
                 async with asyncio.TaskGroup() as group:
                     for _ in range(size):
                         group.create_task(worker())
-        except TimeoutError:
-            if ready.is_set():  # not the acquire: a real error, keep it visible
+                if not pending():
+                    # The work ran out: a request still waiting for another run's slots
+                    # would hold this run up until that run ends. Prefect gives back a slot
+                    # granted to a cancelled request.
+                    for other in list(waiting):
+                        other.cancel()
+        except ConcurrencySlotAcquisitionError as error:
+            if ready.is_set() or not _refused_for_now(error):
                 raise
 
     total, free = await _limit_slots(limit_name)
@@ -171,6 +186,8 @@ async def run_workers(
             size = max(1, min(size, remaining, free))
             ready = asyncio.Event()
             attempt = group.create_task(chunk(size, ready))
+            waiting.add(attempt)
+            attempt.add_done_callback(waiting.discard)
             signal = asyncio.create_task(ready.wait())
             await asyncio.wait({attempt, signal}, return_when=asyncio.FIRST_COMPLETED)
             signal.cancel()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -415,8 +414,12 @@ def test_index_parse_and_add_round_trip() -> None:
     ]
 
 
-def test_index_add_is_fast_enough_with_many_known() -> None:
-    # A loose guard (the bench script measures properly): 20k known, 2k adds.
+def test_near_duplicate_lookups_stay_bounded_with_many_known(monkeypatch) -> None:
+    """No add compares against more than MAX_CANDIDATES known keys, however many are known:
+    the blocking keeps the 20 us target (bench/dedup_bench.py measures it) from turning into
+    a scan of the whole set."""
+    import tasks.attributes as attributes
+
     index = AttributeIndex()
     rng = random.Random(3)
     syllables = ["val", "dor", "an", "mel", "is", "cor", "vin", "tha", "ren", "bel", "mar"]
@@ -427,9 +430,15 @@ def test_index_add_is_fast_enough_with_many_known() -> None:
 
     while len(index) < 20_000:
         index.add(f"{name()} {rng.choice(nouns)} of {name()}")
-    batch = [f"{name()} {rng.choice(nouns)} of {name()}" for _ in range(2_000)]
-    start = time.process_time()
-    for text in batch:
-        index.add(text)
-    per_add = (time.process_time() - start) / len(batch)
-    assert per_add < 200e-6  # 10x the target: only catches an accidental full scan
+    compared: list[int] = []
+    extract_one = attributes.process.extractOne
+
+    def counting(key, candidates, **kwargs):
+        compared.append(len(candidates))
+        return extract_one(key, candidates, **kwargs)
+
+    monkeypatch.setattr(attributes.process, "extractOne", counting)
+    for _ in range(2_000):
+        index.add(f"{name()} {rng.choice(nouns)} of {name()}")
+    assert compared, "no near-duplicate lookup ran"
+    assert max(compared) <= attributes.MAX_CANDIDATES

@@ -191,6 +191,7 @@ def test_bad_prompt_files_are_reported_and_the_rest_runs(llm_server, dirs, tmp_p
 def test_parallelism_bounds_requests_in_flight(llm_server, dirs, task_per_prompt):
     src, out = dirs
     llm_server.latency = 0.15
+    llm_server.hold_until_in_flight = 4  # reached however slowly the workers start
     for i in range(16):
         write(src / f"p{i:02}.prompt.md", f"prompt {i}")
     summary = run_batch(
@@ -203,6 +204,7 @@ def test_parallelism_bounds_requests_in_flight(llm_server, dirs, task_per_prompt
 def test_block_parallelism_is_the_default(llm_server, dirs):
     src, out = dirs
     llm_server.latency = 0.15
+    llm_server.hold_until_in_flight = 3
     for i in range(9):
         write(src / f"p{i}.prompt.md", f"prompt {i}")
     run_batch(provider(llm_server, parallelism=3), src, out)
@@ -336,16 +338,15 @@ def test_task_runs_cut_short_by_ctrl_c_end_cancelled_and_the_rerun_asks_again(
         os.kill(os.getpid(), signal.SIGINT)
 
     threading.Thread(target=press_ctrl_c, daemon=True).start()
+    slow = provider(llm_server, timeout=120)  # no retry while the other worker starts
     with pytest.raises(KeyboardInterrupt):
-        run_batch(provider(llm_server), src, out, parallelism=2, task_per_prompt=task_per_prompt)
+        run_batch(slow, src, out, parallelism=2, task_per_prompt=task_per_prompt)
     stopped = ["p0.prompt.md", "p1.prompt.md"] if task_per_prompt else ["worker 1", "worker 2"]
     assert asyncio.run(latest_task_runs(2)) == [(name, "CANCELLED") for name in stopped]
     assert not list(out.glob("*.md"))
 
     llm_server.latency = 0
-    summary = run_batch(
-        provider(llm_server), src, out, parallelism=2, task_per_prompt=task_per_prompt
-    )
+    summary = run_batch(slow, src, out, parallelism=2, task_per_prompt=task_per_prompt)
     assert summary.ok == 8 and summary.failed == 0
     for i in range(8):
         assert f"prompt {i}" in (out / f"p{i}.md").read_text()

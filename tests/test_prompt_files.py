@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -233,7 +232,8 @@ def test_prompts_that_would_write_the_same_output_are_problems(tmp_path: Path) -
     ]
 
 
-def test_ten_thousand_files_scan_fast(tmp_path: Path) -> None:
+def test_ten_thousand_files_in_a_hundred_folders_are_all_found(tmp_path: Path) -> None:
+    # How fast: bench/batch_bench.py's no-op rerun (10k prompts) measures the scan.
     for i in range(100):
         folder = tmp_path / f"d{i:02}"
         folder.mkdir()
@@ -241,13 +241,9 @@ def test_ten_thousand_files_scan_fast(tmp_path: Path) -> None:
             (folder / f"p{j}.json.prompt.md").touch()
     for j in range(5000):
         (tmp_path / f"t{j}.prompt.md").touch()
-    timings = []
-    for _ in range(3):  # CPU time, best of three: other processes cannot make it flaky
-        start = time.process_time()
-        prompts, problems = discover_prompts(tmp_path, recursive=True)
-        timings.append(time.process_time() - start)
+    prompts, problems = discover_prompts(tmp_path, recursive=True)
     assert len(prompts) == 10_000 and problems == []
-    assert min(timings) < 0.5, timings
+    assert len({p.relative for p in prompts}) == 10_000
 
 
 # --files-from

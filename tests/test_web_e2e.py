@@ -63,8 +63,9 @@ def site(prefect_harness, tmp_path_factory) -> Iterator[str]:
 def browser(tmp_path_factory) -> Iterator[Any]:
     if not CHROMIUM.exists():
         pytest.fail(f"LLM_CONDUCTOR_REQUIRE_BROWSER=1 but the browser test {MISSING}")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=WAIT)  # every check, not only the slow ones: CI is busy
     profile = tmp_path_factory.mktemp("chromium-profile")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
@@ -92,7 +93,7 @@ def page(browser, site):
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(site)
-    expect(page.locator("#connection")).to_have_text("live", timeout=WAIT)
+    expect(page.locator("#connection")).to_have_text("live")
     yield page
     page.close()
     assert not errors, errors
@@ -128,7 +129,7 @@ def test_start_watch_stop_reload(page, browser, site):
     page.check("#fresh")
     page.click("#start")
     status = page.locator("#run-status")
-    expect(status).to_have_text("running", timeout=WAIT)
+    expect(status).to_have_text("running")
     expect(page.locator("#stop")).to_be_enabled()
 
     # Counts rise and attributes appear, on this page and on a second one.
@@ -141,7 +142,7 @@ def test_start_watch_stop_reload(page, browser, site):
     other = browser.new_page()
     try:
         other.goto(site)
-        expect(other.locator("#run-status")).to_have_text("running", timeout=WAIT)
+        expect(other.locator("#run-status")).to_have_text("running")
         other.wait_for_function(
             f"Number(document.getElementById('m-unique').textContent.replace(/,/g, '')) > {seen}"
         )
@@ -164,13 +165,13 @@ def test_start_watch_stop_reload(page, browser, site):
     page.fill("#search", "")
 
     page.click("#stop")
-    expect(status).to_have_text("stopped", timeout=WAIT)
+    expect(status).to_have_text("stopped")
     expect(page.locator("#start")).to_be_enabled()
     expect(page.locator("#message")).to_have_text(re.compile(r"^stopped: [\d,]+ unique"))
     before = _shown(page)
 
     page.reload()
-    expect(page.locator("#connection")).to_have_text("live", timeout=WAIT)
+    expect(page.locator("#connection")).to_have_text("live")
     expect(status).to_have_text("stopped")
     assert _shown(page) == before, "a reloaded page shows the same state"
     assert page.input_value("#topic") == "Paris"

@@ -443,14 +443,17 @@ class Runner:
     async def _poll_metadata(self, run_id: int, output_dir: Path) -> None:
         while True:
             await asyncio.sleep(METADATA_INTERVAL)
-            await asyncio.to_thread(self._merge_metadata_threadsafe, run_id, output_dir)
+            # Read in a thread, apply here: once this task is cancelled, a read still under
+            # way is dropped, so it cannot land after the run's final state.
+            providers, files = await asyncio.to_thread(self._read_outputs, output_dir)
+            if providers is not None:
+                self.hub.merge_provider_metadata(run_id, providers)
+            # The page offers a download only once its file exists (else the browser saves
+            # a 404).
+            self.hub.set_files(run_id, files)
 
-    def _merge_metadata_threadsafe(self, run_id: int, output_dir: Path) -> None:
-        providers = self._fresh_providers(output_dir)
-        if providers is not None:
-            self.loop.call_soon_threadsafe(self.hub.merge_provider_metadata, run_id, providers)
-        # The page offers a download only once its file exists (else the browser saves a 404).
-        self.loop.call_soon_threadsafe(self.hub.set_files, run_id, _existing(output_dir))
+    def _read_outputs(self, output_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
+        return self._fresh_providers(output_dir), _existing(output_dir)
 
     def _merge_metadata(self, run_id: int, output_dir: Path) -> None:
         providers = self._fresh_providers(output_dir)

@@ -887,7 +887,8 @@ class LLMServer:
     """A fake LLM API server running on its own event loop in a background thread.
 
     Attributes the tests may set at any time from any thread: ``reply``, ``latency``,
-    ``jitter``, ``stream_delay``, ``stream_chunks``, ``length_rounds``.
+    ``jitter``, ``stream_delay``, ``stream_chunks``, ``length_rounds``,
+    ``hold_until_in_flight``.
     """
 
     def __init__(
@@ -913,6 +914,11 @@ class LLMServer:
         self.stream_chunks = stream_chunks
         #: Keep ``requests``; switch off for long benchmarks to bound memory.
         self.record = record
+        #: N > 0: the first answers wait (up to 30 s) until N requests are in flight at once,
+        #: so a test of a parallelism bound sees it reached however slowly the client starts
+        #: its requests; after that, answers flow as usual. ``reset()`` re-arms it.
+        self.hold_until_in_flight = 0
+        self._held_enough = False
         self._settings = {
             "reply": reply,
             "latency": latency,
@@ -1031,6 +1037,8 @@ class LLMServer:
             self._requests.clear()
             self._request_count = 0
             self._max_in_flight = self._in_flight
+            self._held_enough = False
+        self.hold_until_in_flight = 0
         for name, value in self._settings.items():
             setattr(self, name, value)
 
@@ -1157,7 +1165,12 @@ class LLMServer:
             fault = self._faults.popleft() if self._faults and call is not None else None
             self._in_flight += 1
             self._max_in_flight = max(self._max_in_flight, self._in_flight)
+            hold = self.hold_until_in_flight
+            self._held_enough = self._held_enough or self._in_flight >= hold
         try:
+            deadline = time.monotonic() + 30
+            while not self._held_enough and time.monotonic() < deadline:
+                await ex.pause(0.01)
             delay = self.latency + (self._rng.uniform(0, self.jitter) if self.jitter > 0 else 0)
             await ex.pause(delay)
             if call is None:
@@ -1275,7 +1288,14 @@ class LLMServer:
                 self.reset()
                 result = {"ok": True}
             elif path == "/_admin/config" and method == "POST":
-                for key in ("reply", "latency", "jitter", "stream_delay", "stream_chunks"):
+                for key in (
+                    "reply",
+                    "latency",
+                    "jitter",
+                    "stream_delay",
+                    "stream_chunks",
+                    "hold_until_in_flight",
+                ):
                     if key in args:
                         setattr(self, key, args[key])
                 if "length_rounds" in args:

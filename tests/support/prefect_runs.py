@@ -9,7 +9,8 @@ async def latest_task_runs(expected: int, settled: bool = True) -> list[tuple[st
     """(name, state type) of the newest flow run's task runs, sorted.
 
     Task runs reach the API as events and are recorded shortly after the flow run ends, so
-    this waits (up to 10 s) for ``expected`` of them, all in a final state when ``settled``.
+    this waits (up to 60 s: a busy machine records them late) for ``expected`` of them, all in
+    a final state when ``settled``.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
@@ -18,7 +19,7 @@ async def latest_task_runs(expected: int, settled: bool = True) -> list[tuple[st
     async with get_client() as client:
         [latest] = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
         flow_runs = FlowRunFilter(id=FlowRunFilterId(any_=[latest.id]))
-        for _ in range(100):
+        for _ in range(600):
             runs = await client.read_task_runs(flow_run_filter=flow_runs)
             final = all(r.state is not None and r.state.is_final() for r in runs)
             if len(runs) >= expected and (final or not settled):
