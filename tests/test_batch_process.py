@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# Each test starts real processes (CLI runs, Prefect APIs): more than the default 120 s
+# on a busy 2-core machine, and its own waits are sized for that.
+pytestmark = pytest.mark.timeout(360)
+
 CLI = str(Path(sys.executable).parent / "llm-conductor")
 N = 30
 

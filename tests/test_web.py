@@ -28,6 +28,10 @@ from web.hub import Hub, flow_run_url
 from web.runner import parse_form
 from web.server import BackgroundServer
 
+# Runs start real explore flows on a real Prefect API: more than the default 120 s on a
+# busy 2-core machine, and the tests' own waits are sized for that.
+pytestmark = pytest.mark.timeout(360)
+
 HEARTBEAT = 0.5
 STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 
