@@ -147,8 +147,9 @@ async def run_workers(
     time-out is ever put on a request for slots: one that expired after the server granted
     them would leave them held by a lease nobody renews, for its 5 minutes. Workers already
     holding slots keep going; once the work has run out, requests still waiting are
-    cancelled (measured: a run sharing a limit ends 0.6-2 s sooner). No more workers run than the limit's size (``-j`` above the
-    block's limit is capped by it when a server is configured).
+    cancelled (measured: a run sharing a limit ends 0.6-2 s sooner). No more workers run
+    than the limit's size (``-j`` above the block's limit is capped by it when a server is
+    configured).
     """
     if limit_name is None:
         async with asyncio.TaskGroup() as group:
