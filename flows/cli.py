@@ -148,12 +148,22 @@ def build_provider(
     model: str | None,
     reasoning: str | None,
     block: str | None = None,
+    *,
+    config_only: bool = False,
     **overrides: Any,
 ) -> Any:
-    """The provider block from a saved block or env, with the flags applied on top."""
-    from blocks.llm_provider import LLMProvider, provider_from_env
+    """The provider block from a saved block or env, with the flags applied on top.
+
+    ``config_only``: without ``block``, only the block's configuration (``ProviderConfig``),
+    which does not import Prefect; ``run_batch`` makes the block when there is work.
+    """
+    from blocks.config import config_from_env
 
     overrides = {"model": model, "reasoning_effort": reasoning, **overrides}
+    if not block and config_only:
+        return config_from_env(provider, **overrides)
+    from blocks.llm_provider import LLMProvider
+
     if block:
         loaded = LLMProvider.load(block)
         if provider and provider != loaded.kind:
@@ -161,8 +171,8 @@ def build_provider(
                 f"--provider {provider} conflicts with block {block!r} ({loaded.kind})"
             )
         update = {k: v for k, v in overrides.items() if v is not None}
-        return provider_from_env(loaded.kind, **{**loaded.model_dump(), **update})
-    return provider_from_env(provider, **overrides)
+        return config_from_env(loaded.kind, cls=LLMProvider, **{**loaded.model_dump(), **update})
+    return config_from_env(provider, cls=LLMProvider, **overrides)
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -281,13 +291,14 @@ def batch(
     parameters and format) are skipped. Exit 0 when nothing failed, 1 when a prompt failed,
     2 on usage errors, 130 on Ctrl-C (finished outputs are kept).
     """
-    from flows.batch import run_batch
+    from flows.batch_run import run_batch
 
     llm = build_provider(
         provider,
         model,
         reasoning,
         block,
+        config_only=True,
         temperature=temperature,
         max_tokens=max_tokens,
         timeout=timeout,

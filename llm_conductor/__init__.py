@@ -90,6 +90,6 @@ def run_batch_mode(
     recursive: bool = False,
 ) -> int:
     """Run a batch over ``input_dir``; returns the exit code (0 ok, 1 failures, 2 usage)."""
-    from flows.batch import run_batch_mode as run
+    from flows.batch_run import run_batch_mode as run
 
     return run(_block(provider), parallelism, verbose, force, input_dir, output_dir, recursive)

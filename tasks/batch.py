@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from blocks.config import ProviderConfig
 from blocks.errors import PromptFileError, UsageError
-from blocks.llm_provider import LLMProvider
 from tasks.keys import prompt_key, seed_hash
 from tasks.manifest import Entry, Manifest
 from tasks.outputs import read_output_hash
@@ -64,7 +64,7 @@ def _is_up_to_date(
 
 
 def plan_batch(
-    provider: LLMProvider,
+    provider: ProviderConfig,
     input_dir: Path,
     output_dir: Path,
     manifest: Manifest,

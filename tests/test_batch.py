@@ -391,3 +391,67 @@ def test_ctrl_c_stops_new_prompts_even_if_a_library_swallows_the_cancellation(
     written = list(out.glob("*.md"))
     assert 3 <= len(written) < n - 10, "prompts kept starting after Ctrl-C"
     assert len(llm_server.requests) <= len(written) + 2 * 2  # in flight, sent again once
+
+
+def test_a_rerun_with_nothing_to_do_never_imports_prefect(dirs, tmp_path):
+    """No Prefect API configured anywhere: the plan alone answers a no-op rerun (≈1 s less
+    than importing Prefect to ask it), with the same summary and exit code."""
+    import os
+    import subprocess
+    import sys
+
+    from flows.prefect_api import _settings_may_set_api_url
+
+    src, out = dirs
+    for i in range(3):
+        write(src / f"p{i}.prompt.md", f"prompt {i}")
+    assert run_batch(LLMProvider(kind="random"), src, out).ok == 3
+
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(HOME=str(home), PREFECT_HOME=str(home / ".prefect"))
+    code = (
+        "import sys\n"
+        "from flows.cli import main\n"
+        "try:\n"
+        "    main(['batch', '-p', 'random', '-i', sys.argv[1], '-o', sys.argv[2]])\n"
+        "except SystemExit as done:\n"
+        "    print(done.code, 'prefect' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(src), str(out)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.split() == ["0", "False"], result.stderr
+    assert "0 ok, 0 failed, 3 up to date" in result.stderr
+    assert not _settings_may_set_api_url(tmp_path)  # what made it safe not to ask Prefect
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "maybe"),
+    [
+        (None, "", False),
+        (".env", "LOG_LEVEL=debug\n", True),
+        ("prefect.toml", "[logging]\nlevel = 'INFO'\n", True),
+        ("pyproject.toml", "[project]\nname = 'x'\n", False),
+        ("pyproject.toml", "[tool.prefect.api]\nurl = 'http://127.0.0.1:4200/api'\n", True),
+        ("home/profiles.toml", 'active = "ephemeral"\n[profiles.ephemeral]\nX = "1"\n', False),
+        ("home/profiles.toml", '[profiles.dev]\nPREFECT_API_URL = "http://h:4200/api"\n', True),
+    ],
+)
+def test_where_prefect_settings_could_set_an_api_url(tmp_path, monkeypatch, where, text, maybe):
+    from flows.prefect_api import _settings_may_set_api_url
+
+    for name in ("PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "home"))
+    if where:
+        write(tmp_path / where, text)
+    assert _settings_may_set_api_url(tmp_path) is maybe
+    monkeypatch.setenv("PREFECT_PROFILE", "local")  # a chosen profile may set one
+    assert _settings_may_set_api_url(tmp_path) is True
