@@ -170,9 +170,9 @@ async def run_workers(
                     for _ in range(size):
                         group.create_task(worker())
                 if not pending():
-                    # The work ran out: a request still waiting for another run's slots
-                    # would hold this run up until that run ends. Prefect gives back a slot
-                    # granted to a cancelled request.
+                    # The work ran out: a request still waiting for a slot would hold this
+                    # run up until one comes free, only to start a worker with nothing to
+                    # do. Prefect gives back a slot granted to a cancelled request.
                     for other in list(waiting):
                         other.cancel()
         except ConcurrencySlotAcquisitionError as error:

@@ -26,16 +26,18 @@ def test_a_run_gets_the_free_slot_and_ends_while_another_run_holds_the_rest(
 ):
     """Another run holds 2 of the block's 3 slots for the whole time. This run works through
     its queue on the one free slot, never more, and ends while the other still holds its two;
-    no slot stays taken afterwards (requests cancelled once the work ran out included). With
-    a stale read of the free slots its first request (all 3) is refused, not waited on, and
-    it falls back to single slots."""
+    no slot stays taken afterwards, and once the work ran out no further slot is taken (the
+    request still waiting is cancelled, not granted to a worker with nothing to do). With a
+    stale read of the free slots its first request (all 3) is refused, and it falls back to
+    single slots."""
     provider = LLMProvider(kind="random", model=f"limits-{stale_read}", parallelism=3)
     queue = collections.deque(range(12))
     done: list[int] = []
-    running = peak = 0
+    running = peak = started = 0
 
     async def worker() -> None:
-        nonlocal running, peak
+        nonlocal running, peak, started
+        started += 1
         while queue:
             item = queue.popleft()
             running += 1
@@ -69,4 +71,5 @@ def test_a_run_gets_the_free_slot_and_ends_while_another_run_holds_the_rest(
     during, after = asyncio.run(go())
     assert sorted(done) == list(range(12))
     assert peak == 1
+    assert started == 1  # one slot came free for this run, and one worker ran on it
     assert (during, after) == (2, 0)
