@@ -149,7 +149,8 @@ def config_from_env(
     """Build a provider configuration (``cls``, e.g. the block) from the environment, with
     non-None ``overrides`` winning.
 
-    Reads MODEL_PROVIDER, MODEL_NAME, MODEL_REASONING, OPENAI_TEMPERATURE, OPENAI_MAX_TOKENS,
+    Reads MODEL_PROVIDER, MODEL_NAME, MODEL_REASONING (for openai-codex CODEX_REASONING_EFFORT
+    first), OPENAI_TEMPERATURE, OPENAI_MAX_TOKENS,
     LITELLM_NUM_RETRIES, LITELLM_TIMEOUT (seconds, fractions allowed), LITELLM_APP_RETRIES and
     the kind's key and base-URL variables. A name that is not a registered kind but contains
     "/" is taken as a litellm model string.
@@ -159,10 +160,18 @@ def config_from_env(
         overrides.setdefault("model", kind)
         kind = LITELLM_KIND
     get_spec(kind)
-    reasoning = overrides.get("reasoning_effort") or os.environ.get("MODEL_REASONING") or None
+    reasoning, source = overrides.get("reasoning_effort"), "reasoning effort"
+    # The original llm-conductor's codex provider read CODEX_REASONING_EFFORT: still honoured.
+    names = ["MODEL_REASONING"]
+    if kind == "openai-codex":
+        names.insert(0, "CODEX_REASONING_EFFORT")
+    for name in names:
+        if not reasoning and os.environ.get(name):
+            reasoning, source = os.environ[name], name
+    reasoning = reasoning or None
     if reasoning is not None and reasoning not in REASONING_EFFORTS:
         raise UsageError(
-            f"invalid reasoning effort {reasoning!r}; choose one of {', '.join(REASONING_EFFORTS)}"
+            f"invalid {source} {reasoning!r}; choose one of {', '.join(REASONING_EFFORTS)}"
         )
     values: dict[str, Any] = {
         "kind": kind,

@@ -109,7 +109,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             "openai-codex",
             "the `codex` command-line tool (OpenAI Codex), logged in",
             backend="codex",
-            default_model="gpt-5-codex",
+            default_model="",  # codex's own configuration decides (gpt-5-codex is unknown to 0.171)
             parallelism=4,
             executable="codex",
         ),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,9 @@ from tests.support.llm_server import LLMServer
 __all__ = ["BIN_DIR", "FakeCLI", "fake_cli_path", "llm_server", "llm_server_session"]
 
 BIN_DIR = Path(__file__).resolve().parent / "bin"
-_FAKE_ENV = ("FAKE_CLI_MODE", "FAKE_CLI_REPLY", "FAKE_CLI_DELAY", "FAKE_CLI_LOG")
+_FAKE_ENV = (
+    "FAKE_CLI_SCRIPT", "FAKE_CLI_MODE", "FAKE_CLI_REPLY", "FAKE_CLI_DELAY", "FAKE_CLI_LOG",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -41,11 +44,15 @@ def llm_server(llm_server_session: LLMServer) -> Iterator[LLMServer]:
 
 @dataclass(frozen=True)
 class FakeCLI:
-    """Handle on the fake CLIs for one test; setters go through ``monkeypatch``."""
+    """Handle on the fake CLIs for one test.
+
+    The script (mode, reply, delay, log file) is a JSON file that per-test wrappers of the
+    fakes point them at, so it reaches them whatever environment our code gives the child.
+    """
 
     bin_dir: Path
     log_path: Path
-    monkeypatch: pytest.MonkeyPatch
+    script_path: Path
 
     def log_entries(self) -> list[dict[str, Any]]:
         """One dict per invocation so far: ``tool``, ``argv``, ``stdin``, ``cwd``, ``env``."""
@@ -54,23 +61,46 @@ class FakeCLI:
         lines = self.log_path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line]
 
+    def _set(self, **values: Any) -> None:
+        script = json.loads(self.script_path.read_text(encoding="utf-8"))
+        script.update(values)
+        self.script_path.write_text(json.dumps(script), encoding="utf-8")
+
     def set_mode(self, mode: str) -> None:
-        """ok | not_logged_in | rate_limited | error | empty | hang | flaky | crash"""
-        self.monkeypatch.setenv("FAKE_CLI_MODE", mode)
+        """A mode of ``tests/support/bin/_fake_cli.py`` (CLAUDE_MODES, CODEX_MODES)."""
+        self._set(mode=mode)
+
+    def set_modes(self, *modes: str) -> None:
+        """One mode per invocation, in order; the last one repeats."""
+        self._set(modes=list(modes))
 
     def set_reply(self, text: str) -> None:
-        self.monkeypatch.setenv("FAKE_CLI_REPLY", text)
+        self._set(reply=text)
 
     def set_delay(self, seconds: float) -> None:
-        self.monkeypatch.setenv("FAKE_CLI_DELAY", str(seconds))
+        self._set(delay=seconds)
 
 
 @pytest.fixture
 def fake_cli_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeCLI:
-    """Put the fake ``claude`` and ``codex`` first on PATH, logging to a per-test file."""
+    """Put wrappers of the fake ``claude`` and ``codex`` first on PATH, scripted by a per-test
+    file; their config folders (CLAUDE_CONFIG_DIR, CODEX_HOME) are per-test too."""
     for name in _FAKE_ENV:  # a developer's shell must not script the fakes
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("PATH", f"{BIN_DIR}{os.pathsep}{os.environ.get('PATH', '')}")
+    wrappers = tmp_path / "fake-bin"
+    wrappers.mkdir()
     log_path = tmp_path / "fake_cli_log.jsonl"
-    monkeypatch.setenv("FAKE_CLI_LOG", str(log_path))
-    return FakeCLI(BIN_DIR, log_path, monkeypatch)
+    script_path = tmp_path / "fake_cli_script.json"
+    script_path.write_text(json.dumps({"log": str(log_path)}), encoding="utf-8")
+    for tool in ("claude", "codex"):
+        wrapper = wrappers / tool
+        wrapper.write_text(
+            f"#!/bin/sh\nFAKE_CLI_SCRIPT={shlex.quote(str(script_path))} "
+            f'exec {shlex.quote(str(BIN_DIR / tool))} "$@"\n',
+            encoding="utf-8",
+        )
+        wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrappers}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("CLAUDE_CONFIG_DIR", str(tmp_path / "claude-config"))
+    monkeypatch.setenv("CODEX_HOME", str(tmp_path / "codex-home"))
+    return FakeCLI(wrappers, log_path, script_path)
