@@ -4,6 +4,8 @@ claude-code 2.1.197 and codex-cli 0.171.0 (tests/support/FAKE_CLIS.md)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -297,3 +299,48 @@ async def test_missing_binary_says_how_to_install(monkeypatch, tmp_path, kind, t
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(CliProviderError, match=f"`{tool}` not found on PATH.*npm install"):
         await LLMProvider(kind=kind).acomplete("x")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["claude-code", "openai-codex"])
+async def test_answers_larger_than_a_stream_buffer_arrive_whole(
+    fake_cli_path: FakeCLI, kind: str
+) -> None:
+    """claude prints its whole result as one JSON line: 300 kB in one line must not trip a
+    line-length limit while the output is watched."""
+    reply = "word " * 60_000
+    fake_cli_path.set_reply(reply)
+    assert (await LLMProvider(kind=kind, retries=0).acomplete("x")).text == reply
+
+
+# ---- from the command line -------------------------------------------------------------------
+
+
+def llm_conductor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("llm-conductor")), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_cli_reasoning_reaches_claude_as_effort(fake_cli_path: FakeCLI) -> None:
+    fake_cli_path.set_reply("done")
+    done = llm_conductor("run", "-p", "claude-code", "--reasoning", "high", "--prompt", "hi")
+    assert (done.returncode, done.stdout) == (0, "done\n"), done.stderr
+    argv = fake_cli_path.log_entries()[0]["argv"]
+    assert argv[argv.index("--effort") + 1] == "high"
+
+
+def test_cli_bad_codex_reasoning_variable_exits_2(fake_cli_path: FakeCLI) -> None:
+    done = llm_conductor(
+        "run", "-p", "openai-codex", "--prompt", "hi", env={"CODEX_REASONING_EFFORT": "max"}
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "Error: invalid CODEX_REASONING_EFFORT 'max'; choose one of minimal, low, medium, high"
+    ]
+    assert fake_cli_path.log_entries() == []

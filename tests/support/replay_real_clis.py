@@ -299,6 +299,8 @@ def replay_claude(real: str, root: Path, only: set[str]) -> list[str]:
                 if mode == "not_logged_in":
                     del env["ANTHROPIC_API_KEY"]
                 results[label] = claude_summary(run([exe, *argv], env, home))
+                # --no-session-persistence: no transcript of prompt and answer is left.
+                results[label]["transcripts"] = len(list(home.glob(".claude/projects/*/*.jsonl")))
             differences += report("claude", mode, results)
     return differences
 
@@ -337,6 +339,8 @@ def replay_codex(real: str, root: Path, only: set[str]) -> list[str]:
                     del env["OPENAI_API_KEY"]
                 stop = (lambda line: "waiting for network" in line) if mode == "offline" else None
                 results[label] = codex_summary(run([exe, *argv, "-"], env, home, stop))
+                # --disable shell_snapshot: the environment is not written to disk.
+                results[label]["snapshots"] = len(list(codex_home.glob("shell_snapshots/*")))
             differences += report("codex", mode, results)
     finally:
         backend.close()
