@@ -160,18 +160,19 @@ def config_from_env(
         overrides.setdefault("model", kind)
         kind = LITELLM_KIND
     get_spec(kind)
-    reasoning, source = overrides.get("reasoning_effort"), "reasoning effort"
+    reasoning, source = overrides.get("reasoning_effort"), ""
     # The original llm-conductor's codex provider read CODEX_REASONING_EFFORT: still honoured.
     names = ["MODEL_REASONING"]
     if kind == "openai-codex":
         names.insert(0, "CODEX_REASONING_EFFORT")
     for name in names:
         if not reasoning and os.environ.get(name):
-            reasoning, source = os.environ[name], name
+            reasoning, source = os.environ[name], f" in {name}"
     reasoning = reasoning or None
     if reasoning is not None and reasoning not in REASONING_EFFORTS:
         raise UsageError(
-            f"invalid {source} {reasoning!r}; choose one of {', '.join(REASONING_EFFORTS)}"
+            f"invalid reasoning effort {reasoning!r}{source}; "
+            f"choose one of {', '.join(REASONING_EFFORTS)}"
         )
     values: dict[str, Any] = {
         "kind": kind,

@@ -275,7 +275,9 @@ def test_codex_reasoning_effort_from_the_environment(
 def test_bad_codex_reasoning_effort_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MODEL_REASONING", raising=False)
     monkeypatch.setenv("CODEX_REASONING_EFFORT", "extreme")
-    with pytest.raises(UsageError, match="invalid CODEX_REASONING_EFFORT 'extreme'; choose"):
+    with pytest.raises(
+        UsageError, match="invalid reasoning effort 'extreme' in CODEX_REASONING_EFFORT; choose"
+    ):
         provider_from_env("openai-codex")
     assert provider_from_env("openai").reasoning_effort is None  # codex's variable only
 
@@ -341,6 +343,7 @@ def test_cli_bad_codex_reasoning_variable_exits_2(fake_cli_path: FakeCLI) -> Non
     )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        "Error: invalid CODEX_REASONING_EFFORT 'max'; choose one of minimal, low, medium, high"
+        "Error: invalid reasoning effort 'max' in CODEX_REASONING_EFFORT; choose one of "
+        "minimal, low, medium, high"
     ]
     assert fake_cli_path.log_entries() == []
