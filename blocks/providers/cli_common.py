@@ -18,7 +18,7 @@ from blocks.providers.base import Message
 if TYPE_CHECKING:
     from blocks.llm_provider import LLMProvider
 
-__all__ = ["BASE_ENV", "CliOutput", "child_env", "flatten_messages", "run_cli"]
+__all__ = ["BASE_ENV", "CliOutput", "LineWatcher", "child_env", "flatten_messages", "run_cli"]
 
 _INSTALL_HINT = {
     "claude": "npm install -g @anthropic-ai/claude-code, then run `claude` once to log in",

@@ -32,7 +32,13 @@ from blocks.errors import (
     RateLimited,
 )
 from blocks.providers.base import Message, OnText, Segment
-from blocks.providers.cli_common import child_env, executable, flatten_messages, run_cli
+from blocks.providers.cli_common import (
+    LineWatcher,
+    child_env,
+    executable,
+    flatten_messages,
+    run_cli,
+)
 from blocks.result import Usage
 
 if TYPE_CHECKING:
@@ -139,7 +145,7 @@ def parse_events(stdout: str) -> CodexRun:
     return run
 
 
-def _watch(provider: LLMProvider) -> Any:
+def _watch(provider: LLMProvider) -> LineWatcher:
     def watch(line: str) -> ProviderError | None:
         event = _event(line)
         if event and event.get("type") == "error":
