@@ -378,6 +378,19 @@ def explore(
         float,
         typer.Option("--similarity", help="Near-duplicate score 0-100 (100 = exact keys only)."),
     ] = 92.0,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Completion tokens per request; a list cut there is read as it is (never "
+            "continued). 0 = the provider's own (OPENAI_MAX_TOKENS) [default: 300, sized "
+            "for the 10 short lines asked for].",
+        ),
+    ] = None,
+    max_words: Annotated[
+        int | None,
+        typer.Option("--max-words", help="Longer lines are prose, not attributes [default: 10]."),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info or warning (stderr).")
     ] = "info",
@@ -402,6 +415,8 @@ def explore(
         routing_config=routing_config,
         similarity=similarity,
         seed=seed,
+        **({} if max_tokens is None else {"max_tokens": max_tokens or None}),
+        **({} if max_words is None else {"max_words": max_words}),
     )
     summary = run_explore(settings, output, fresh)
     typer.echo(summary.line(), err=True)

@@ -3,8 +3,10 @@ keep one copy of each attribute, whatever its spelling.
 
 Three pieces:
 
-* ``parse_attributes`` turns a model's answer (numbered or bulleted lines, one comma-separated
-  line, a JSON array, possibly fenced in Markdown) into clean display strings.
+* ``parse_answer`` turns a model's answer (numbered or bulleted lines, one comma-separated
+  line, a JSON array, possibly fenced in Markdown) into clean display strings, and counts
+  the lines that are not attributes (echoes of the prompt, sentences, over-long lines,
+  fragments, numbers) by reason; ``parse_attributes`` gives only the strings.
 * ``normalise`` turns one display string into a comparison key, so that "Eiffel Tower",
   "the eiffel tower", "Eiffel Towers" and "EIFFEL-TOWER!" all give ``"eiffel tower"``.
 * ``AttributeIndex`` keeps the first spelling of every distinct attribute. An attribute is a
@@ -70,16 +72,22 @@ __all__ = [
     "MAX_ATTRIBUTE_LENGTH",
     "MAX_BUCKET",
     "MAX_CANDIDATES",
+    "MAX_WORDS",
     "Attribute",
     "AttributeIndex",
+    "ParsedAnswer",
     "normalise",
+    "parse_answer",
     "parse_attributes",
+    "reject_reason",
 ]
 
 #: Default ``rapidfuzz.fuzz.ratio`` score (0-100) from which two keys are near duplicates.
 DEFAULT_THRESHOLD = 92.0
-#: Items longer than this are not attributes but prose (see ``parse_attributes``).
+#: Items longer than this are not attributes but prose (see ``parse_answer``).
 MAX_ATTRIBUTE_LENGTH = 200
+#: Most words an attribute may have; longer lines are prose (see ``parse_answer``).
+MAX_WORDS = 10
 #: Most keys one blocking bucket holds; later keys are not filed in a full bucket.
 MAX_BUCKET = 48
 #: Most candidate keys one lookup compares with ``fuzz.ratio``.
@@ -98,53 +106,115 @@ _CHATTER = re.compile(
 )
 _EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1")
 _JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_TWO_SENTENCES = re.compile(r"[a-z][.!?]\s+[A-Z]")
 _HEAD_SPLIT = re.compile(r"\s*(?::|\s[-–—]\s)\s*")
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "„": "“", "`": "`", "「": "」"}
 _FILLERS = frozenset({"etc", "etc.", "and more", "and so on", "...", "…"})
 _JSON_NAME_FIELDS = ("name", "attribute", "title", "text", "value", "item")
 
 
-def parse_attributes(text: str, *, max_length: int = MAX_ATTRIBUTE_LENGTH) -> list[str]:
-    """Read the attributes out of one model answer, in the order given.
+class ParsedAnswer(NamedTuple):
+    """What ``parse_answer`` read: the items kept, and the lines dropped by reason."""
 
-    Accepted shapes: numbered lines (``1. x``, ``1) x``), bulleted lines (``- x``, ``* x``,
-    ``• x``), one comma- (or semicolon-) separated line, plain lines (one attribute each), and
-    JSON: an array of strings or of objects with a ``name``, an object holding such an array,
-    or an object mapping names to descriptions. Any of these may sit in a Markdown code fence
-    (``json`` or none). A truncated JSON array keeps its complete strings.
+    items: list[str]
+    #: reason -> lines dropped: "echo" (our prompt or the topic repeated), "sentence"
+    #: (preambles, closing remarks, descriptions), "too_long" (over ``max_words``),
+    #: "fragment" (under 3 letters), "number", "unfinished" (the line cut at max_tokens).
+    rejected: dict[str, int]
 
-    Each item is cleaned: Markdown bold (``**x**``, ``__x__``) and surrounding quotes are
-    removed, whitespace collapsed, a trailing ``,``/``;`` dropped, and one trailing ``.`` dropped
-    unless the item has other dots ("Washington D.C."). Dropped altogether: preambles and
-    chatter ("Here are 10 attributes:", "Let me know..."), headings (lines starting with ``#``,
-    items ending with ``:``), items without a letter or digit, fillers such as "etc.".
 
-    An item "Name: description" (or "Name - description") is kept whole: the colon may be part
-    of the attribute ("Colour: red" and "Colour: blue" are two attributes). Only when the whole
-    item is longer than ``max_length`` is it cut to its head ("Name"), if that fits; any other
-    item longer than ``max_length`` is prose and is dropped.
-
-    Args:
-        text: the model's answer.
-        max_length: longest item kept, in characters.
-
-    Returns:
-        The cleaned items, duplicates included (``AttributeIndex`` removes them).
+def parse_attributes(
+    text: str,
+    *,
+    max_length: int = MAX_ATTRIBUTE_LENGTH,
+    max_words: int = MAX_WORDS,
+    echoes: Iterable[str] = (),
+    truncated: bool = False,
+) -> list[str]:
+    """The attributes of one model answer, in the order given (``parse_answer``'s items).
 
     Example:
         >>> parse_attributes("Here are 3:\\n1. **Eiffel Tower**\\n2. Louvre\\n3. 'Orsay'.")
         ['Eiffel Tower', 'Louvre', 'Orsay']
     """
+    return parse_answer(
+        text, max_length=max_length, max_words=max_words, echoes=echoes, truncated=truncated
+    ).items
+
+
+def parse_answer(
+    text: str,
+    *,
+    max_length: int = MAX_ATTRIBUTE_LENGTH,
+    max_words: int = MAX_WORDS,
+    echoes: Iterable[str] = (),
+    truncated: bool = False,
+) -> ParsedAnswer:
+    """Read the attributes out of one model answer; the one rule of what is an attribute.
+
+    Accepted shapes: numbered lines (``1. x``, ``1) x``), bulleted lines (``- x``, ``* x``,
+    ``• x``), one comma- (or semicolon-) separated line, plain lines (one attribute each), and
+    JSON: an array of strings or of objects with a ``name``, an object holding such an array,
+    or an object mapping names to descriptions. Any of these may sit in a Markdown code fence
+    (``json`` or none). A truncated JSON array keeps its complete strings. In a list, a line
+    without a marker is an item too when it looks like one ("café" among numbered lines);
+    an indented one under an item is that item's description.
+
+    Each item is cleaned: Markdown bold (``**x**``, ``__x__``) and surrounding quotes are
+    removed, whitespace collapsed, a trailing ``,``/``;`` dropped, and one trailing ``.`` dropped
+    unless the item has other dots ("Washington D.C."). Dropped without counting: headings
+    (lines starting with ``#``, short items ending with ``:``), items without a letter or
+    digit, fillers such as "etc.". Dropped and counted by reason (``ParsedAnswer.rejected``):
+
+    * ``echo``: a line of ``echoes`` (our prompt, the topic) or three or more of its words;
+    * ``number``: no letter ("42", "1889");
+    * ``fragment``: fewer than 3 letters, or only one-letter words ("ab", "a b c d e f g");
+    * ``sentence``: chatter ("Here are some attractions:", "Let me know..."), a line ending in
+      ``:`` of 3+ words, a line of 3+ words with a verb or pronoun ending in ``.``/``!``/``?``
+      or of 6+ words with one, a line of 7+ words ending in ``.``, two sentences;
+    * ``too_long``: more than ``max_words`` words or ``max_length`` characters; an item
+      "Name: description" (or "Name - description") is cut to its head instead when the
+      head fits (the colon may be part of the attribute: "Colour: red" is kept whole);
+    * ``unfinished``: with ``truncated`` (the answer was cut at max_tokens), its last line.
+
+    Args:
+        text: the model's answer.
+        max_length: longest item kept, in characters.
+        max_words: most words an item may have.
+        echoes: lines of our own prompt (and the topic) that the model may repeat.
+        truncated: the answer was cut (finish_reason "length"): its last line is unfinished.
+
+    Returns:
+        The cleaned items, duplicates included (``AttributeIndex`` removes them), and the
+        count of rejected lines by reason.
+    """
+    rejected: dict[str, int] = {}
     body = _unfence(text)
     raw_items = _parse_json(body)
     if raw_items is None:
-        raw_items = _parse_lines(body)
+        raw_items = _parse_lines(body, truncated, rejected)
+    echo_keys = _echo_keys(echoes)
     items = []
     for raw in raw_items:
-        item = _clean_item(raw, max_length)
+        item, reason = _screen(raw, max_length, max_words, echo_keys)
         if item:
             items.append(item)
-    return items
+        elif reason:
+            rejected[reason] = rejected.get(reason, 0) + 1
+    return ParsedAnswer(items, rejected)
+
+
+def reject_reason(
+    text: str,
+    *,
+    max_length: int = MAX_ATTRIBUTE_LENGTH,
+    max_words: int = MAX_WORDS,
+    echoes: Iterable[str] = (),
+) -> str | None:
+    """Why one item (a line already read as an attribute, e.g. from an older run's journal)
+    is not an attribute by ``parse_answer``'s rule, or None when it is one."""
+    item, reason = _screen(text, max_length, max_words, _echo_keys(echoes))
+    return None if item else reason or "filler"
 
 
 def _unfence(text: str) -> str:
@@ -197,25 +267,38 @@ def _json_items(value: object, *, depth: int) -> list[str] | None:
     return None
 
 
-def _parse_lines(body: str) -> list[str]:
-    lines = [line.strip() for line in body.splitlines()]
-    marked = [m.group(1) for line in lines if (m := _LIST_MARKER.match(line))]
-    if marked:
-        # A list: lines without a marker are preambles, headings or wrapped descriptions.
-        return marked
+def _parse_lines(body: str, truncated: bool, rejected: dict[str, int]) -> list[str]:
+    lines = body.splitlines()
+    if truncated and lines and not body.endswith("\n"):
+        last = lines.pop()  # cut mid-line at max_tokens
+        if last.strip():
+            rejected["unfinished"] = rejected.get("unfinished", 0) + 1
+            if not any(line.strip() for line in lines) and "," in last:
+                lines = [last.rpartition(",")[0]]  # one comma list: its last item is cut
+    marked = any(_LIST_MARKER.match(line.strip()) for line in lines)
     content = []
+    in_item = False
     for line in lines:
-        if not line or line.startswith(("#", "```")):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "```")):
+            in_item = False
             continue
-        if _CHATTER.match(line):
-            _, colon, rest = line.partition(":")
-            if colon and rest.strip():  # "Here they are: a, b, c"
+        if m := _LIST_MARKER.match(stripped):
+            content.append(m.group(1))
+            in_item = True
+            continue
+        if marked and in_item and line[:1].isspace():
+            continue  # the description of the item above, wrapped
+        in_item = False
+        if _CHATTER.match(stripped):
+            _, colon, rest = stripped.partition(":")
+            if colon and rest.strip() and not marked:  # "Here they are: a, b, c"
                 content.append(rest.strip())
+            else:
+                rejected["sentence"] = rejected.get("sentence", 0) + 1
             continue
-        if line.endswith(":"):
-            continue
-        content.append(line)
-    if len(content) == 1:
+        content.append(stripped)
+    if len(content) == 1 and not marked:
         separator = "," if "," in content[0] else ";"
         parts = [p.strip() for p in content[0].split(separator)]
         parts = [p for p in parts if p]
@@ -234,23 +317,125 @@ def _strip_quotes(item: str) -> str:
     return item
 
 
-def _clean_item(raw: str, max_length: int) -> str:
+# Words that make a line a sentence rather than a name (verbs and pronouns of chatter).
+_SENTENCE_WORDS = frozenset(
+    [
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "has",
+        "have",
+        "had",
+        "do",
+        "does",
+        "did",
+        "can",
+        "could",
+        "will",
+        "would",
+        "shall",
+        "should",
+        "may",
+        "might",
+        "must",
+        "i",
+        "i'm",
+        "i've",
+        "you",
+        "your",
+        "we",
+        "our",
+        "us",
+        "they",
+        "their",
+        "it",
+        "it's",
+        "its",
+        "this",
+        "these",
+        "those",
+        "here",
+        "there",
+        "let",
+        "let's",
+        "hope",
+        "please",
+        "feel",
+        "note",
+        "sure",
+        "want",
+        "need",
+        "know",
+    ]
+)
+
+
+def _echo_keys(echoes: Iterable[str]) -> list[str]:
+    keys = []
+    for line in echoes:
+        key = normalise(line)
+        if key:
+            keys.append(f" {key} ")
+    return keys
+
+
+def _is_sentence(item: str, terminal: str, words: list[str]) -> bool:
+    n = len(words)
+    if _CHATTER.match(item):
+        return True
+    if item.endswith(":"):
+        return n >= 3
+    lowered = {w.strip(".,;:!?\"'()").casefold() for w in words}
+    verb = not lowered.isdisjoint(_SENTENCE_WORDS)
+    if verb and (n >= 6 or (n >= 3 and terminal)):
+        return True
+    if terminal == "." and n >= 7:
+        return True
+    return n >= 4 and _TWO_SENTENCES.search(item) is not None
+
+
+def _screen(
+    raw: str, max_length: int, max_words: int, echo_keys: list[str]
+) -> tuple[str, str | None]:
+    """One item cleaned, or ``""`` and why it is not an attribute (None: not worth counting,
+    such as a heading or a filler)."""
     item = " ".join(raw.split())
     item = _EMPHASIS.sub(r"\2", item).replace("**", "")
     if len(item) >= 2 and item[0] == item[-1] and item[0] in "*_":  # *italic*
         item = item[1:-1].strip()
     item = _strip_quotes(item.rstrip(",;").strip())
+    terminal = item[-1:] if item[-1:] in (".", "!", "?") else ""
     if item.endswith(".") and item.count(".") == 1:
         item = item[:-1].rstrip()
     item = _strip_quotes(item)
-    if not item or item.endswith(":") or item.casefold() in _FILLERS:
-        return ""
-    if not any(ch.isalnum() for ch in item):
-        return ""
-    if len(item) > max_length:
+    if not item or item.casefold() in _FILLERS or not any(ch.isalnum() for ch in item):
+        return "", None
+    words = item.split()
+    if item.endswith(":"):
+        return "", ("sentence" if len(words) >= 3 else None)  # a preamble, or a heading
+    letters = sum(ch.isalpha() for ch in item)
+    if not letters:
+        return "", "number"
+    if letters < 3 or all(sum(ch.isalpha() for ch in w) <= 1 for w in words):
+        return "", "fragment"
+    if echo_keys and (key := normalise(item)):
+        padded = f" {key} "
+        if any(padded == e or (len(words) >= 3 and padded in e) for e in echo_keys):
+            return "", "echo"
+    if _is_sentence(item, terminal, words):
+        return "", "sentence"
+    if len(words) > max_words or len(item) > max_length:
         head = _HEAD_SPLIT.split(item, maxsplit=1)[0]
-        return head if head != item and 0 < len(head) <= max_length else ""
-    return item
+        fits = head != item and len(head) <= max_length and len(head.split()) <= max_words
+        if fits and sum(ch.isalpha() for ch in head) >= 3:
+            return head, None
+        return "", "too_long"
+    return item, None
 
 
 # --------------------------------------------------------------------------------------------
