@@ -107,7 +107,7 @@ _CHATTER = re.compile(
 _EMPHASIS = re.compile(r"(\*\*|__)(.+?)\1")
 _JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 _TWO_SENTENCES = re.compile(r"[a-z][.!?]\s+[A-Z]")
-_HEAD_SPLIT = re.compile(r"\s*(?::|\s[-–—]\s)\s*")
+_HEAD_SPLIT = re.compile(r"\s*(?::|,|\s[-–—]\s)\s*")
 _QUOTES = {'"': '"', "'": "'", "“": "”", "‘": "’", "«": "»", "„": "“", "`": "`", "「": "」"}
 _FILLERS = frozenset({"etc", "etc.", "and more", "and so on", "...", "…"})
 _JSON_NAME_FIELDS = ("name", "attribute", "title", "text", "value", "item")
@@ -172,9 +172,12 @@ def parse_answer(
     * ``sentence``: chatter ("Here are some attractions:", "Let me know..."), a line ending in
       ``:`` of 3+ words, a line of 3+ words with a verb or pronoun ending in ``.``/``!``/``?``
       or of 6+ words with one, a line of 7+ words ending in ``.``, two sentences;
-    * ``too_long``: more than ``max_words`` words or ``max_length`` characters; an item
-      "Name: description" (or "Name - description") is cut to its head instead when the
-      head fits (the colon may be part of the attribute: "Colour: red" is kept whole);
+    * ``too_long``: more than ``max_words`` words or ``max_length`` characters.
+
+    A sentence or over-long item "Name: description" (or "Name - description", "Name, a
+    description") is cut to its head instead, when the head is a short name ("Eiffel
+    Tower: The iconic iron tower built in 1889." gives "Eiffel Tower"); a short one is kept
+    whole (the colon may be part of the attribute: "Colour: red").
     * ``unfinished``: with ``truncated`` (the answer was cut at max_tokens), its last line.
 
     Args:
@@ -375,6 +378,29 @@ _SENTENCE_WORDS = frozenset(
 )
 
 
+# First words of instructions: the model repeating ours, or writing its own.
+_IMPERATIVES = frozenset(
+    [
+        "reply",
+        "continue",
+        "list",
+        "do",
+        "don't",
+        "give",
+        "provide",
+        "write",
+        "include",
+        "avoid",
+        "remember",
+        "repeat",
+        "answer",
+        "use",
+        "keep",
+        "make",
+    ]
+)
+
+
 def _echo_keys(echoes: Iterable[str]) -> list[str]:
     keys = []
     for line in echoes:
@@ -384,15 +410,19 @@ def _echo_keys(echoes: Iterable[str]) -> list[str]:
     return keys
 
 
-def _is_sentence(item: str, terminal: str, words: list[str]) -> bool:
+def _is_sentence(item: str, terminal: str, words: list[str], *, strict: bool = False) -> bool:
+    """Whether an item reads as a sentence (``strict``: for the head of a longer line, where
+    any verb or pronoun tells)."""
     n = len(words)
     if _CHATTER.match(item):
         return True
     if item.endswith(":"):
         return n >= 3
-    lowered = {w.strip(".,;:!?\"'()").casefold() for w in words}
-    verb = not lowered.isdisjoint(_SENTENCE_WORDS)
-    if verb and (n >= 6 or (n >= 3 and terminal)):
+    lowered = [w.strip(".,;:!?\"'()").casefold() for w in words]
+    if n >= 3 and lowered[0] in _IMPERATIVES:  # "Reply with...", "Continue exactly..."
+        return True
+    verb = not _SENTENCE_WORDS.isdisjoint(lowered)
+    if verb and (strict or n >= 6 or (n >= 3 and terminal)):
         return True
     if terminal == "." and n >= 7:
         return True
@@ -427,14 +457,20 @@ def _screen(
         padded = f" {key} "
         if any(padded == e or (len(words) >= 3 and padded in e) for e in echo_keys):
             return "", "echo"
+    reason = None
     if _is_sentence(item, terminal, words):
-        return "", "sentence"
-    if len(words) > max_words or len(item) > max_length:
+        reason = "sentence"
+    elif len(words) > max_words or len(item) > max_length:
+        reason = "too_long"
+    if reason is not None:
+        # "Name: a description that is a sentence" or "Name, a long description": the name.
         head = _HEAD_SPLIT.split(item, maxsplit=1)[0]
-        fits = head != item and len(head) <= max_length and len(head.split()) <= max_words
-        if fits and sum(ch.isalpha() for ch in head) >= 3:
-            return head, None
-        return "", "too_long"
+        if head != item and len(head) <= max_length:
+            head_words = head.split()
+            fits = len(head_words) <= max_words and sum(ch.isalpha() for ch in head) >= 3
+            if fits and not _is_sentence(head, "", head_words, strict=True):
+                return head, None
+        return "", reason
     return item, None
 
 

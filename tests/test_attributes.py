@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -10,9 +11,13 @@ from tasks.attributes import (
     MAX_ATTRIBUTE_LENGTH,
     Attribute,
     AttributeIndex,
+    ParsedAnswer,
     normalise,
+    parse_answer,
     parse_attributes,
+    reject_reason,
 )
+from tasks.explore import build_prompt, prompt_echoes
 
 # --------------------------------------------------------------------------------------------
 # parse_attributes
@@ -508,3 +513,116 @@ def test_labelled_pairs_no_false_merge_and_recall() -> None:
     result = score([p for p in pairs if p.kind in STRING_KINDS or not p.same], _string_rule_merges)
     assert result.false_merges == []
     assert result.recall >= 0.95, [(p.a, p.b) for p in result.misses]
+
+
+# --------------------------------------------------------------------------------------------
+# parse_answer: what is not an attribute (real answers of a small model: tests/data/weak_model)
+# --------------------------------------------------------------------------------------------
+
+WEAK_MODEL = Path(__file__).resolve().parent / "data" / "weak_model"
+PROMPT = build_prompt("Paris attractions", ["Louvre"], 1, 0, 0)
+ECHOES = prompt_echoes(PROMPT, "Paris attractions")
+
+
+def test_parse_keeps_unmarked_items_in_a_list_and_drops_numbers_and_fragments() -> None:
+    text = "1. Eiffel Tower\n- load-bearing wall\nab\n42\ncafé\na b c d e f g"
+    assert parse_answer(text) == ParsedAnswer(
+        ["Eiffel Tower", "load-bearing wall", "café"], {"fragment": 2, "number": 1}
+    )
+    # Without any marker as well: "42" and "ab" are not attributes.
+    assert parse_answer("ab\n42\ncafé\nLouvre") == (
+        ["café", "Louvre"],
+        {"fragment": 1, "number": 1},
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "items", "rejected"),
+    [
+        (
+            "01-preamble.txt",
+            ["Eiffel Tower", "Louvre Museum", "Notre-Dame Cathedral", "Arc de Triomphe"]
+            + ["Sacré-Cœur Basilica"],
+            {"sentence": 2},
+        ),
+        (
+            "02-echo.txt",
+            ["Eiffel Tower", "Musée d'Orsay", "Montmartre", "Seine River Cruise"],
+            {"echo": 2, "sentence": 1},
+        ),
+        (
+            "03-continue-echo.length.txt",
+            [
+                "Palace of Versailles",
+                "Champs-Élysées",
+                "Luxembourg Gardens",
+                "Jardin des Tuileries",
+            ],
+            {"sentence": 1, "unfinished": 1},
+        ),
+        (
+            "04-sentences.txt",
+            ["Eiffel Tower", "Centre Pompidou", "Père Lachaise Cemetery", "Place de la Concorde"],
+            {"sentence": 2, "echo": 1},
+        ),
+        (
+            "05-unmarked.txt",
+            ["Eiffel Tower", "load-bearing wall", "café", "Opéra Garnier"],
+            {"fragment": 2, "number": 1},
+        ),
+        (
+            "06-ramble.length.txt",
+            ["Eiffel Tower", "Louvre", "Notre Dame", "Sainte-Chapelle", "Pont Neuf"]
+            + ["Île de la Cité"],
+            {"unfinished": 1},
+        ),
+    ],
+)
+def test_parse_answers_of_a_small_model(name: str, items: list[str], rejected: dict) -> None:
+    # The files end with a newline; a real answer cut at max_tokens does not.
+    text = (WEAK_MODEL / name).read_text(encoding="utf-8").removesuffix("\n")
+    parsed = parse_answer(text, echoes=ECHOES, truncated=".length." in name)
+    assert parsed.items == items
+    assert parsed.rejected == rejected
+
+
+def test_parse_echoes_of_the_prompt_and_topic() -> None:
+    text = (
+        "Topic: Paris attractions\nParis attractions\n"
+        "1. one short attribute per line\n2. Eiffel Tower\n3. Attractions"
+    )
+    parsed = parse_answer(text, echoes=ECHOES)
+    assert parsed == (["Eiffel Tower", "Attractions"], {"echo": 3})
+    # Known attributes listed in the prompt are duplicates for the index, not echoes.
+    assert parse_answer("1. Louvre", echoes=ECHOES).items == ["Louvre"]
+
+
+def test_parse_word_limit_is_configurable_and_keeps_the_name_of_a_description() -> None:
+    long_name = "Musée national des Arts asiatiques Guimet in the sixteenth arrondissement"
+    assert parse_answer(f"- {long_name}\n- Louvre", max_words=5) == (["Louvre"], {"too_long": 1})
+    assert parse_answer(f"- {long_name}", max_words=12).items == [long_name]
+    described = "- Montmartre, the hill in the north where artists once lived and painted"
+    assert parse_answer(described).items == ["Montmartre"]
+    sentence = "- Paris is a city of many wonders, and you will love it"
+    assert parse_answer(sentence) == ([], {"sentence": 1})
+
+
+def test_parse_a_list_cut_at_max_tokens_loses_only_its_unfinished_line() -> None:
+    text = "1. Eiffel Tower\n2. Louvre\n3. Notre Da"
+    assert parse_answer(text, truncated=True) == (["Eiffel Tower", "Louvre"], {"unfinished": 1})
+    assert parse_answer(text).items == ["Eiffel Tower", "Louvre", "Notre Da"]
+    assert parse_answer("1. Eiffel Tower\n2. Louvre\n", truncated=True).items == [
+        "Eiffel Tower",
+        "Louvre",
+    ]
+    assert parse_answer("Eiffel Tower, Louvre, Notre Da", truncated=True).items == [
+        "Eiffel Tower",
+        "Louvre",
+    ]
+
+
+def test_reject_reason_is_the_same_rule() -> None:
+    assert reject_reason("Eiffel Tower") is None
+    assert reject_reason("42") == "number"
+    assert reject_reason("Here are some attractions:") == "sentence"
+    assert reject_reason("Topic: Paris attractions", echoes=ECHOES) == "echo"
