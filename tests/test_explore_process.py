@@ -76,3 +76,23 @@ def test_a_second_explore_on_the_same_topic_folder_is_refused(llm_server, tmp_pa
     assert len(journal) == 12 and len(llm_server.requests) == 4, "no request paid twice"
     lines = (out / "output.txt").read_text().splitlines()
     assert lines == [r["attribute"] for r in journal] and len(set(lines)) == 12
+
+
+def test_each_rate_limit_is_one_line_on_stderr(llm_server, tmp_path):
+    llm_server.reply = "1. Eiffel Tower\n2. Louvre"
+    llm_server.enqueue("429", times=3)
+    env = {**os.environ, "OPENAI_BASE_URL": llm_server.base_url, "OPENAI_API_KEY": "sk-x"}
+    argv = [CLI, "explore", "-t", "Paris", "--routing-config", "openai:m", "-o", str(tmp_path)]
+    done = subprocess.run(
+        [*argv, "--producers", "1", "--iterations", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    assert len(llm_server.requests) == 4
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if "rate limited" in line]
+    assert len(lines) == 3, done.stderr
+    assert all("RateLimited: openai: rate limited: Rate limit reached" in x for x in lines)
