@@ -391,6 +391,20 @@ def explore(
         int | None,
         typer.Option("--max-words", help="Longer lines are prose, not attributes [default: 10]."),
     ] = None,
+    semantic_model: Annotated[
+        str | None,
+        typer.Option(
+            "--semantic-model",
+            help="Embeddings model (provider:model, e.g. openai:text-embedding-3-small) for "
+            "semantic dedup: 'Triumphal Arch' is 'Arc de Triomphe' [default: off].",
+        ),
+    ] = None,
+    semantic_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--semantic-threshold", help="Cosine similarity 0-1 of one meaning [default: 0.9]."
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info or warning (stderr).")
     ] = "info",
@@ -417,6 +431,8 @@ def explore(
         seed=seed,
         **({} if max_tokens is None else {"max_tokens": max_tokens or None}),
         **({} if max_words is None else {"max_words": max_words}),
+        **({} if semantic_threshold is None else {"semantic_threshold": semantic_threshold}),
+        semantic_model=semantic_model,
     )
     summary = run_explore(settings, output, fresh)
     typer.echo(summary.line(), err=True)

@@ -41,6 +41,7 @@ from tasks.explore import (
 )
 from tasks.limits import estimate_tokens, gate_for
 from tasks.llm import ask_for_attributes
+from tasks.semantic import DEFAULT_SEMANTIC_THRESHOLD, SemanticIndex, embedder
 from tasks.stopping import stop_propagates
 
 __all__ = ["ExploreSummary", "explore_topic", "run_explore", "run_exploration"]
@@ -116,6 +117,8 @@ async def explore_topic(
     similarity: float | None = 92.0,
     max_tokens: int | None = DEFAULT_MAX_TOKENS,
     max_words: int = MAX_WORDS,
+    semantic_model: str | None = None,
+    semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
 ) -> ExploreSummary:
     """Explore ``topic`` until ``iterations`` batches are accepted (or every producer has made
     ``max_requests``); outputs go to ``output`` (default ``./output/<topic-slug>/``)."""
@@ -130,6 +133,8 @@ async def explore_topic(
         seed=seed,
         max_tokens=max_tokens,
         max_words=max_words,
+        semantic_model=semantic_model,
+        semantic_threshold=semantic_threshold,
     )
     output_dir = Path(output) if output else default_output_dir(topic)
     return await run_exploration(settings, output_dir, fresh=fresh, listener=explore_listener.get())
@@ -156,6 +161,8 @@ def build_routes(settings: ExploreSettings) -> tuple[Router, dict[Route, LLMProv
         )
         provider.check_ready()
         providers[route] = provider
+    if settings.semantic_model:
+        embedder(settings.semantic_model)  # a bad name or a missing key, before any request
     return router, providers
 
 
@@ -181,6 +188,14 @@ async def _explore(
     listener: Callable[[str, dict[str, Any]], None] | None,
 ) -> ExploreSummary:
     exploration = Exploration.open(settings, output_dir, fresh=fresh)
+    if settings.semantic_model:
+        semantic = SemanticIndex(embedder(settings.semantic_model), settings.semantic_threshold)
+        try:
+            await semantic.add_known(r["attribute"] for r in exploration.records)
+        except BaseException:
+            exploration.close()
+            raise
+        exploration.semantic = semantic
     if listener is not None:
         exploration.listeners.append(listener)
     exploration.emit("started", _start_event(exploration))
@@ -317,12 +332,31 @@ async def _request(
             error = InvalidOutput("the answer held no attributes")
             exploration.fail(route.label, producer, error)
             raise error
-        new = exploration.accept(items, completion, route.label, producer)
+        if exploration.semantic is None:
+            new = exploration.accept(items, completion, route.label, producer)
+        else:
+            async with exploration.semantic_lock:  # one answer at a time against the known
+                same = await _same_meaning(exploration, items)
+                new = exploration.accept(items, completion, route.label, producer, same)
         accepted = True
         logger.debug("producer %d via %s: %d items, %d new", producer, route, len(items), len(new))
     finally:
         if not accepted:
             exploration.release()
+
+
+async def _same_meaning(exploration: Exploration, items: list[str]) -> set[str]:
+    """The items that semantic dedup finds repeating a known attribute; a failed embeddings
+    call only skips the check for this answer (strings still deduplicate it)."""
+    assert exploration.semantic is not None
+    new = [item for item in dict.fromkeys(items) if exploration.index.lookup(item) is None]
+    if not new:
+        return set()
+    try:
+        return set(await exploration.semantic.duplicates(new))
+    except ProviderError as error:
+        logger.warning("semantic dedup skipped for one answer: %s", error)
+        return set()
 
 
 class _ArtifactReporter:
@@ -416,6 +450,8 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
                     similarity=settings.similarity,
                     max_tokens=settings.max_tokens,
                     max_words=settings.max_words,
+                    semantic_model=settings.semantic_model,
+                    semantic_threshold=settings.semantic_threshold,
                 )
             )
         except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): outputs are flushed

@@ -19,11 +19,12 @@ Files in the topic folder:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -37,6 +38,7 @@ from blocks.result import Completion
 from tasks.attributes import MAX_WORDS, AttributeIndex, reject_reason
 from tasks.manifest import BatchLock
 from tasks.outputs import write_atomic
+from tasks.semantic import DEFAULT_SEMANTIC_THRESHOLD, SemanticIndex
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
@@ -197,6 +199,10 @@ class ExploreSettings:
     max_tokens: int | None = DEFAULT_MAX_TOKENS
     #: Lines of more words are prose, not attributes.
     max_words: int = MAX_WORDS
+    #: Embeddings model ("provider:model") for semantic dedup; None = off.
+    semantic_model: str | None = None
+    #: Cosine similarity from which two attributes are one (semantic dedup).
+    semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD
 
     def check(self) -> None:
         if not self.topic.strip():
@@ -210,6 +216,10 @@ class ExploreSettings:
                 raise UsageError(f"{flag} must be at least 1, got {value}")
         if self.max_words < 1:
             raise UsageError(f"--max-words must be at least 1, got {self.max_words}")
+        if not 0 < self.semantic_threshold <= 1:
+            raise UsageError(
+                f"--semantic-threshold must be in (0, 1], got {self.semantic_threshold}"
+            )
         if self.similarity is not None and not 0 < self.similarity <= 100:
             raise UsageError(f"--similarity must be in (0, 100], got {self.similarity}")
 
@@ -227,6 +237,11 @@ class Exploration:
         self.total_items = 0
         #: Lines of the answers that were not attributes, by reason (see ``parse_answer``).
         self.rejected: dict[str, int] = {}
+        #: Semantic dedup (``settings.semantic_model``), set up by the orchestrator.
+        self.semantic: SemanticIndex | None = None
+        self.semantic_lock = asyncio.Lock()  # one answer at a time against the known
+        #: Items dropped because they mean the same as a known attribute.
+        self.semantic_duplicates = 0
         self.accepted = 0
         self.reserved = 0
         self.stopped = False  # Ctrl-C: no new request, whatever the iterations left
@@ -335,12 +350,23 @@ class Exploration:
             self.rejected[reason] = self.rejected.get(reason, 0) + count
 
     def accept(
-        self, items: list[str], completion: Completion, route: str, producer: int
+        self,
+        items: list[str],
+        completion: Completion,
+        route: str,
+        producer: int,
+        same_meaning: Collection[str] = (),
     ) -> list[str]:
-        """Deduplicate one answer against everything known; returns the new attributes."""
+        """Deduplicate one answer against everything known; returns the new attributes.
+
+        ``same_meaning``: items that semantic dedup found to repeat a known attribute.
+        """
         timestamp = _now()
         new: list[str] = []
         for item in items:
+            if item in same_meaning:
+                self.semantic_duplicates += 1
+                continue
             attribute = self.index.add(item)
             if attribute is None:
                 continue
@@ -409,6 +435,7 @@ class Exploration:
             "total_items": self.total_items,
             "duplicates": duplicates,
             "near_duplicates": self.index.near_duplicates,
+            "semantic_duplicates": self.semantic_duplicates,
             "duplicate_rate": round(duplicates / self.total_items, 4) if self.total_items else 0.0,
             "unique_per_minute": round(found / minutes, 2),
             "batches": self.accepted,

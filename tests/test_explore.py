@@ -399,3 +399,87 @@ def test_a_second_run_in_this_process_on_the_same_folder_is_refused(servers, tmp
 
     summary = asyncio.run(both())
     assert summary.batches == 2 and len(a.requests) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Semantic dedup (optional): one embeddings request per answer, each attribute embedded once
+# --------------------------------------------------------------------------------------------
+
+MEANINGS = {"arc de triomphe": 0, "triumphal arch": 0, "louvre": 1, "orsay": 2, "pantheon": 3}
+
+
+def _by_meaning(text: str) -> list[float]:
+    vector = [0.0] * 8
+    vector[MEANINGS.get(text.casefold(), 7)] = 1.0
+    return vector
+
+
+def _answers(*answers: str):
+    queue = iter(answers)
+    return lambda body: next(queue)
+
+
+def test_semantic_dedup_is_off_by_default(servers, tmp_path):
+    a, _, _ = servers
+    a.embed = _by_meaning
+    a.reply = _answers("1. Arc de Triomphe\n2. Louvre", "1. Triumphal Arch\n2. Orsay")
+    run(settings(routing_config="openai:m1", iterations=2, producers=1), tmp_path)
+    assert [r.api for r in a.requests] == ["openai", "openai"]
+    assert "Triumphal Arch" in (tmp_path / "output.txt").read_text()
+
+
+def test_semantic_dedup_batches_per_answer_and_caches_per_attribute(servers, tmp_path):
+    a, _, _ = servers
+    a.embed = _by_meaning
+    a.reply = _answers(
+        "1. Arc de Triomphe\n2. Louvre",
+        "1. Triumphal Arch\n2. Orsay\n3. Louvre",
+        "1. the Louvre\n2. Orsay",  # strings see these: no embeddings request at all
+        "1. Triumphal Arch",  # embedded once already
+    )
+    semantic = {"semantic_model": "openai:emb", "semantic_threshold": 0.95}
+    summary = run(
+        settings(routing_config="openai:m1", iterations=4, producers=1, **semantic), tmp_path
+    )
+    assert (tmp_path / "output.txt").read_text().splitlines() == [
+        "Arc de Triomphe",
+        "Louvre",
+        "Orsay",
+    ]
+    embeddings = [r.json for r in a.requests if r.api == "embeddings"]
+    assert [e["input"] for e in embeddings] == [
+        ["Arc de Triomphe", "Louvre"],
+        ["Triumphal Arch", "Orsay"],
+    ]
+    assert {e["model"] for e in embeddings} == {"emb"}
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["metrics"]["semantic_duplicates"] == 2 and summary.unique == 3
+
+    # A rerun embeds what is known once, in one batch, then only what is new.
+    a.reply = _answers("1. Pantheon\n2. Triumphal Arch")
+    run(settings(routing_config="openai:m1", iterations=1, producers=1, **semantic), tmp_path)
+    embeddings = [r.json["input"] for r in a.requests if r.api == "embeddings"][2:]
+    assert embeddings == [["Arc de Triomphe", "Louvre", "Orsay"], ["Pantheon", "Triumphal Arch"]]
+    assert (tmp_path / "output.txt").read_text().splitlines()[-1] == "Pantheon"
+
+
+def test_a_failed_embeddings_call_only_skips_the_check(servers, tmp_path):
+    a, _, _ = servers
+    a.embed = lambda text: []  # a broken server: zero-length vectors
+    a.reply = _answers("1. Arc de Triomphe", "1. Triumphal Arch")
+    summary = run(
+        settings(routing_config="openai:m1", iterations=2, producers=1, semantic_model="openai:e"),
+        tmp_path,
+    )
+    assert summary.batches == 2 and summary.unique == 2
+
+
+def test_semantic_model_is_checked_before_any_request(servers, tmp_path):
+    a, _, _ = servers
+    with pytest.raises(UsageError, match="provider:model"):
+        run(settings(routing_config="openai:m1", iterations=1, semantic_model="emb"), tmp_path)
+    with pytest.raises(UsageError, match="no embeddings API"):
+        run(settings(routing_config="openai:m1", iterations=1, semantic_model="random:x"), tmp_path)
+    with pytest.raises(UsageError, match="semantic-threshold"):
+        settings(semantic_threshold=1.5).check()
+    assert a.requests == []
