@@ -383,7 +383,7 @@ def explore(
         typer.Option(
             "--max-tokens",
             help="Completion tokens per request; a list cut there is read as it is (never "
-            "continued). 0 = the provider's own (OPENAI_MAX_TOKENS) [default: 300, sized "
+            "continued). 0 = the provider's own (OPENAI_MAX_TOKENS) [default: 150, sized "
             "for the 10 short lines asked for].",
         ),
     ] = None,

@@ -65,9 +65,10 @@ FACETS = (
     "technical or specialist",
 )
 PER_REQUEST = 10
-#: Completion tokens per request: a list of PER_REQUEST short lines fits in a third of it, so
-#: a model that rambles is cut early; the cut list is parsed as it is (never continued).
-DEFAULT_MAX_TOKENS = 30 * PER_REQUEST
+#: Completion tokens per request: a list of PER_REQUEST short lines (about 12 tokens each, a
+#: preamble) fits, and a model that rambles on after it is cut early; the cut list is parsed
+#: as it is, its unfinished last line dropped (never continued).
+DEFAULT_MAX_TOKENS = 15 * PER_REQUEST
 
 
 def _now() -> str:

@@ -932,6 +932,9 @@ class LLMServer:
         self.record = record
         #: ``/v1/embeddings``: text -> vector; None = ``trigram_embedding``.
         self.embed: Callable[[str], list[float]] | None = None
+        #: Cut an answer longer than the request's ``max_tokens`` (in words) there, with a
+        #: length finish reason, as a real server does.
+        self.honour_max_tokens = False
         #: N > 0: the first answers wait (up to 30 s) until N requests are in flight at once,
         #: so a test of a parallelism bound sees it reached however slowly the client starts
         #: its requests; after that, answers flow as usual. ``reset()`` re-arms it.
@@ -1058,6 +1061,7 @@ class LLMServer:
             self._held_enough = False
         self.hold_until_in_flight = 0
         self.embed = None
+        self.honour_max_tokens = False
         for name, value in self._settings.items():
             setattr(self, name, value)
 
@@ -1231,7 +1235,11 @@ class LLMServer:
             # A dropped stream is not a completion: keep the length round for the retry.
             truncated = kind != "drop_mid_stream" and self._take_length_round()
             content = self._answer_text(call, data)
-            if truncated:
+            limit = data.get("max_tokens") if self.honour_max_tokens else None
+            if not truncated and isinstance(limit, int) and _count_tokens(content) > limit:
+                words = [w for w in _split_words(content) if w.strip()]
+                content, truncated = "".join(words[:limit]).rstrip(), True
+            elif truncated:
                 words = _split_words(content)
                 content = "".join(words[: max(1, math.ceil(len(words) / 2))]).rstrip()
         answer = _Answer(content, truncated, call.prompt_tokens, _count_tokens(content))
