@@ -14,7 +14,11 @@ up to ~1.6x slower from one minute to the next; run it a few times.
 
 Then it scores the rule on the labelled pairs (typos, plurals, articles, accents, look-alike
 words, sub-parts, synonyms): precision and recall of the merges, per kind, and the pairs it
-gets wrong. ``--pairs-only`` skips the timing.
+gets wrong. ``--pairs-only`` skips the timing. ``--semantic`` adds what semantic dedup
+(tasks/semantic.py, through litellm's ``aembedding``) merges on top of the strings, at a few
+thresholds: with ``--embedding-model provider:model`` a real model (its key and base-URL
+variables as for explore), otherwise the local test server's deterministic letter-trigram
+embedding (it knows spelling, not meaning: a floor for what a real model adds).
 """
 
 from __future__ import annotations
@@ -162,6 +166,41 @@ def report_pairs(threshold: float) -> None:
         print(f"  missed: {pair.a!r} / {pair.b!r} ({pair.kind})")
 
 
+def report_semantic(model: str | None, thresholds: list[float]) -> None:
+    """What semantic dedup adds to the string rule on the labelled pairs."""
+    import asyncio
+    import os
+
+    from tasks.semantic import SemanticIndex, embedder
+    from tests.support.llm_server import LLMServer
+
+    pairs = load_pairs()
+    strings = string_rule(92.0)
+    left = [p for p in pairs if not strings(p)]  # what the strings did not merge
+
+    async def similarities(embed) -> list[float]:
+        index = SemanticIndex(embed, threshold=1e-9)
+        await index.add_known([t for p in left for t in (p.a, p.b)])
+        return [index.similarity(p.a, p.b) for p in left]
+
+    with LLMServer() as server:
+        if model is None:
+            os.environ["OPENAI_BASE_URL"] = server.base_url
+            os.environ.setdefault("OPENAI_API_KEY", "sk-bench")
+        scores = asyncio.run(similarities(embedder(model or "openai:trigram")))
+    print(
+        f"\nSemantic dedup on the {len(left)} pairs the strings left apart "
+        f"({model or 'test server trigram embedding'}):"
+    )
+    print(f"{'threshold':>9}{'merged':>8}{'right':>7}{'wrong':>7}  examples")
+    for threshold in thresholds:
+        merged = [(p, s) for p, s in zip(left, scores, strict=True) if s >= threshold]
+        right = [p for p, _ in merged if p.same]
+        wrong = [p for p, _ in merged if not p.same]
+        shown = ", ".join(f"{p.a}/{p.b}" for p in (right[:2] + wrong[:2]))
+        print(f"{threshold:>9.2f}{len(merged):>8}{len(right):>7}{len(wrong):>7}  {shown}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--known", type=int, default=100_000)
@@ -170,9 +209,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--threshold", type=float, default=92.0)
     parser.add_argument("--pairs-only", action="store_true", help="Skip the timing.")
+    parser.add_argument("--semantic", action="store_true", help="Add semantic dedup.")
+    parser.add_argument("--embedding-model", default=None, help="provider:model")
+    parser.add_argument("--semantic-thresholds", type=float, nargs="+", default=[0.8, 0.9, 0.95])
     args = parser.parse_args()
     if args.pairs_only:
         report_pairs(args.threshold)
+        if args.semantic:
+            report_semantic(args.embedding_model, args.semantic_thresholds)
         return
 
     rng = random.Random(args.seed)
@@ -239,6 +283,8 @@ def main() -> None:
         f"near duplicates caught: {caught:.1%}"
     )
     report_pairs(args.threshold)
+    if args.semantic:
+        report_semantic(args.embedding_model, args.semantic_thresholds)
 
 
 if __name__ == "__main__":

@@ -97,6 +97,11 @@ MAX_CANDIDATES = 64
 # parse_attributes
 # --------------------------------------------------------------------------------------------
 
+
+def _word_set(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)(?:```|\Z)", re.DOTALL)
 _LIST_MARKER = re.compile(r"^(?:\(?\d{1,3}[.)]|[-*+•‣◦▪●·–—])\s+(.+)$")
 _CHATTER = re.compile(
@@ -321,83 +326,17 @@ def _strip_quotes(item: str) -> str:
 
 
 # Words that make a line a sentence rather than a name (verbs and pronouns of chatter).
-_SENTENCE_WORDS = frozenset(
-    [
-        "is",
-        "are",
-        "was",
-        "were",
-        "be",
-        "been",
-        "being",
-        "am",
-        "has",
-        "have",
-        "had",
-        "do",
-        "does",
-        "did",
-        "can",
-        "could",
-        "will",
-        "would",
-        "shall",
-        "should",
-        "may",
-        "might",
-        "must",
-        "i",
-        "i'm",
-        "i've",
-        "you",
-        "your",
-        "we",
-        "our",
-        "us",
-        "they",
-        "their",
-        "it",
-        "it's",
-        "its",
-        "this",
-        "these",
-        "those",
-        "here",
-        "there",
-        "let",
-        "let's",
-        "hope",
-        "please",
-        "feel",
-        "note",
-        "sure",
-        "want",
-        "need",
-        "know",
-    ]
+_SENTENCE_WORDS = _word_set(
+    "is are was were be been being am has have had do does did can could will would shall "
+    "should may might must i i'm i've you your we our us they their it it's its this these "
+    "those here there let let's hope please feel note sure want need know"
 )
 
 
 # First words of instructions: the model repeating ours, or writing its own.
-_IMPERATIVES = frozenset(
-    [
-        "reply",
-        "continue",
-        "list",
-        "do",
-        "don't",
-        "give",
-        "provide",
-        "write",
-        "include",
-        "avoid",
-        "remember",
-        "repeat",
-        "answer",
-        "use",
-        "keep",
-        "make",
-    ]
+_IMPERATIVES = _word_set(
+    "reply continue list do don't give provide write include avoid remember repeat answer use "
+    "keep make"
 )
 
 
@@ -506,53 +445,12 @@ _ASCII_APOSTROPHES = b"'`"
 
 #: Plurals that name something else than their singular ("News" is not "New", "Glasses" are
 #: not "Glass"): kept as they are.
-_PLURALS_KEPT = frozenset(
-    [
-        "news",
-        "glasses",
-        "sunglasses",
-        "spectacles",
-        "arms",
-        "goods",
-        "clothes",
-        "customs",
-        "manners",
-        "remains",
-        "quarters",
-        "headquarters",
-        "outskirts",
-        "premises",
-        "surroundings",
-        "grounds",
-        "works",
-        "letters",
-        "spirits",
-        "savings",
-        "earnings",
-        "belongings",
-        "lodgings",
-        "minutes",
-        "means",
-        "species",
-        "series",
-        "physics",
-        "mathematics",
-        "economics",
-        "politics",
-        "ethics",
-        "athletics",
-        "gymnastics",
-        "olympics",
-        "thanks",
-        "woods",
-        "heights",
-        "jeans",
-        "trousers",
-        "pants",
-        "shorts",
-        "scissors",
-        "binoculars",
-    ]
+_PLURALS_KEPT = _word_set(
+    "news glasses sunglasses spectacles arms goods clothes customs manners remains quarters "
+    "headquarters outskirts premises surroundings grounds works letters spirits savings "
+    "earnings belongings lodgings minutes means species series physics mathematics economics "
+    "politics ethics athletics gymnastics olympics thanks woods heights jeans trousers pants "
+    "shorts scissors binoculars"
 )
 #: "-es" plurals of words that end in a single "s" (whose canonical spelling keeps it bare,
 #: so that "Louis" is not "Louise"): their singular.

@@ -89,7 +89,7 @@ class SemanticIndex:
         a known attribute or an earlier one of them: text -> the attribute it repeats.
 
         One embeddings request for the texts not seen before. The texts kept are remembered
-        as known (call ``forget`` for those the caller did not keep after all).
+        as known.
         """
         missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
@@ -106,9 +106,9 @@ class SemanticIndex:
                 self._vectors[text] = vector
         return found
 
-    def forget(self, texts: Iterable[str]) -> None:
-        for text in texts:
-            self._vectors.pop(text, None)
+    def similarity(self, a: str, b: str) -> float:
+        """Cosine similarity of two texts already embedded."""
+        return sum(map(operator.mul, self._cache[a], self._cache[b]))
 
     def _closest(self, vector: list[float]) -> str | None:
         best, best_text = self.threshold, None
