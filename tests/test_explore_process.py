@@ -96,3 +96,21 @@ def test_each_rate_limit_is_one_line_on_stderr(llm_server, tmp_path):
     lines = [line for line in done.stderr.splitlines() if "rate limited" in line]
     assert len(lines) == 3, done.stderr
     assert all("RateLimited: openai: rate limited: Rate limit reached" in x for x in lines)
+
+
+def test_explore_help_states_the_real_defaults():
+    from tasks.attributes import MAX_WORDS
+    from tasks.explore import DEFAULT_MAX_TOKENS, PER_REQUEST
+    from tasks.semantic import DEFAULT_SEMANTIC_THRESHOLD
+
+    done = subprocess.run(
+        [CLI, "explore", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "400"},
+    )
+    help_text = " ".join(done.stdout.split())
+    assert f"[default: {DEFAULT_MAX_TOKENS}, sized for the {PER_REQUEST} short lines" in help_text
+    assert f"not attributes [default: {MAX_WORDS}]" in help_text
+    assert f"one meaning [default: {DEFAULT_SEMANTIC_THRESHOLD}]" in help_text
