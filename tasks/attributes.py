@@ -82,7 +82,7 @@ __all__ = [
     "reject_reason",
 ]
 
-#: Default ``rapidfuzz.fuzz.ratio`` score (0-100) from which two keys are near duplicates.
+#: Default score (0-100, ``fuzz.ratio``'s scale) from which a typo makes a near duplicate.
 DEFAULT_THRESHOLD = 92.0
 #: Items longer than this are not attributes but prose (see ``parse_answer``).
 MAX_ATTRIBUTE_LENGTH = 200
@@ -94,7 +94,7 @@ MAX_BUCKET = 48
 MAX_CANDIDATES = 64
 
 # --------------------------------------------------------------------------------------------
-# parse_attributes
+# parse_answer
 # --------------------------------------------------------------------------------------------
 
 
@@ -575,8 +575,9 @@ class AttributeIndex:
     Not thread-safe; one index per exploration, fed from one event loop.
 
     Args:
-        threshold: ``rapidfuzz.fuzz.ratio`` score (0-100) from which two keys are near
-            duplicates; ``None`` or ``100`` compares keys exactly (no fuzzy step, less memory).
+        threshold: score (0-100, ``fuzz.ratio``'s scale, a swap counting one edit) from which
+            two keys one typo apart are near duplicates (see the module docstring); ``None``
+            or ``100`` compares keys exactly (no fuzzy step, no accent folding, less memory).
 
     Example:
         >>> index = AttributeIndex()
