@@ -29,7 +29,7 @@ from blocks.routing import Route, Router, call_with_routing, make_router, parse_
 from blocks.tracing import traced_flow
 from flows.interrupt import on_interrupt
 from flows.prefect_api import prefect_api, prefect_api_url
-from tasks.attributes import MAX_WORDS
+from tasks.attributes import MAX_WORDS, ParsedAnswer
 from tasks.explore import (
     DEFAULT_MAX_TOKENS,
     Exploration,
@@ -312,7 +312,7 @@ async def _request(
         echoes = tuple(prompt_echoes(prompt, topic))
         max_words = exploration.settings.max_words
 
-        async def ask(route: Route) -> tuple[Any, list[str]]:
+        async def ask(route: Route) -> tuple[Any, ParsedAnswer]:
             provider = providers[route]
             try:
                 async with gate_for(provider).slot(estimate_tokens(prompt)):
