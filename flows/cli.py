@@ -378,6 +378,33 @@ def explore(
         float,
         typer.Option("--similarity", help="Near-duplicate score 0-100 (100 = exact keys only)."),
     ] = 92.0,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--max-tokens",
+            help="Completion tokens per request; a list cut there is read as it is (never "
+            "continued). 0 = the provider's own (OPENAI_MAX_TOKENS) [default: 150, sized "
+            "for the 10 short lines asked for].",
+        ),
+    ] = None,
+    max_words: Annotated[
+        int | None,
+        typer.Option("--max-words", help="Longer lines are prose, not attributes [default: 10]."),
+    ] = None,
+    semantic_model: Annotated[
+        str | None,
+        typer.Option(
+            "--semantic-model",
+            help="Embeddings model (provider:model, e.g. openai:text-embedding-3-small) for "
+            "semantic dedup: 'Triumphal Arch' is 'Arc de Triomphe' [default: off].",
+        ),
+    ] = None,
+    semantic_threshold: Annotated[
+        float | None,
+        typer.Option(
+            "--semantic-threshold", help="Cosine similarity 0-1 of one meaning [default: 0.9]."
+        ),
+    ] = None,
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info or warning (stderr).")
     ] = "info",
@@ -402,6 +429,10 @@ def explore(
         routing_config=routing_config,
         similarity=similarity,
         seed=seed,
+        **({} if max_tokens is None else {"max_tokens": max_tokens or None}),
+        **({} if max_words is None else {"max_words": max_words}),
+        **({} if semantic_threshold is None else {"semantic_threshold": semantic_threshold}),
+        semantic_model=semantic_model,
     )
     summary = run_explore(settings, output, fresh)
     typer.echo(summary.line(), err=True)

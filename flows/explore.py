@@ -29,9 +29,19 @@ from blocks.routing import Route, Router, call_with_routing, make_router, parse_
 from blocks.tracing import traced_flow
 from flows.interrupt import on_interrupt
 from flows.prefect_api import prefect_api, prefect_api_url
-from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
+from tasks.attributes import MAX_WORDS, ParsedAnswer
+from tasks.explore import (
+    DEFAULT_MAX_TOKENS,
+    Exploration,
+    ExploreSettings,
+    build_prompt,
+    default_output_dir,
+    explore_lock,
+    prompt_echoes,
+)
 from tasks.limits import estimate_tokens, gate_for
 from tasks.llm import ask_for_attributes
+from tasks.semantic import DEFAULT_SEMANTIC_THRESHOLD, SemanticIndex, embedder
 from tasks.stopping import stop_propagates
 
 __all__ = ["ExploreSummary", "explore_topic", "run_explore", "run_exploration"]
@@ -64,6 +74,8 @@ class ExploreSummary(BaseModel):
     cost: float
     producers_stopped: int = 0
     interrupted: bool = False
+    #: Lines of the answers that were not attributes, by reason.
+    rejected: dict[str, int] = {}
 
     @property
     def exit_code(self) -> int:
@@ -75,11 +87,15 @@ class ExploreSummary(BaseModel):
         stopped = (
             f", {self.producers_stopped} producer(s) stopped" if self.producers_stopped else ""
         )
+        rejected = ""
+        if self.rejected:
+            reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected.items()))
+            rejected = f"; rejected {sum(self.rejected.values())} lines ({reasons})"
         return (
             f"explore: {self.unique} unique attributes ({self.new_this_run} new) from "
             f"{self.batches} batches, {self.requests} requests, {self.failures} failed{stopped}; "
             f"duplicate rate {self.duplicate_rate:.0%}, {self.unique_per_minute:g}/min, "
-            f"${self.cost:.4f}; in {self.output_dir}"
+            f"${self.cost:.4f}{rejected}; in {self.output_dir}"
         )
 
 
@@ -99,6 +115,10 @@ async def explore_topic(
     seed: int | None = None,
     fresh: bool = False,
     similarity: float | None = 92.0,
+    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_words: int = MAX_WORDS,
+    semantic_model: str | None = None,
+    semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD,
 ) -> ExploreSummary:
     """Explore ``topic`` until ``iterations`` batches are accepted (or every producer has made
     ``max_requests``); outputs go to ``output`` (default ``./output/<topic-slug>/``)."""
@@ -111,6 +131,10 @@ async def explore_topic(
         routing_config=routing_config,
         similarity=similarity,
         seed=seed,
+        max_tokens=max_tokens,
+        max_words=max_words,
+        semantic_model=semantic_model,
+        semantic_threshold=semantic_threshold,
     )
     output_dir = Path(output) if output else default_output_dir(topic)
     return await run_exploration(settings, output_dir, fresh=fresh, listener=explore_listener.get())
@@ -125,9 +149,20 @@ def build_routes(settings: ExploreSettings) -> tuple[Router, dict[Route, LLMProv
     for route in routes:
         options = {"seed": settings.seed or 0} if route.provider == "random" else None
         # The router retries and fails over; a retry loop inside each call would hide that.
-        provider = provider_from_env(route.provider, model=route.model, retries=0, options=options)
+        # A list cut at max_tokens is read as it is: a continuation costs a whole prompt
+        # again and small models answer it by repeating the prompt.
+        provider = provider_from_env(
+            route.provider,
+            model=route.model,
+            retries=0,
+            options=options,
+            max_continuations=0,
+            max_tokens=settings.max_tokens,
+        )
         provider.check_ready()
         providers[route] = provider
+    if settings.semantic_model:
+        embedder(settings.semantic_model)  # a bad name or a missing key, before any request
     return router, providers
 
 
@@ -140,7 +175,27 @@ async def run_exploration(
 ) -> ExploreSummary:
     """The orchestrator: owns the ``Exploration`` and runs the producers against it."""
     router, providers = build_routes(settings)
+    with explore_lock(output_dir):
+        return await _explore(settings, output_dir, router, providers, fresh, listener)
+
+
+async def _explore(
+    settings: ExploreSettings,
+    output_dir: Path,
+    router: Router,
+    providers: dict[Route, LLMProvider],
+    fresh: bool,
+    listener: Callable[[str, dict[str, Any]], None] | None,
+) -> ExploreSummary:
     exploration = Exploration.open(settings, output_dir, fresh=fresh)
+    if settings.semantic_model:
+        semantic = SemanticIndex(embedder(settings.semantic_model), settings.semantic_threshold)
+        try:
+            await semantic.add_known(r["attribute"] for r in exploration.records)
+        except BaseException:
+            exploration.close()
+            raise
+        exploration.semantic = semantic
     if listener is not None:
         exploration.listeners.append(listener)
     exploration.emit("started", _start_event(exploration))
@@ -180,6 +235,7 @@ async def run_exploration(
             cost=metrics["cost"],
             producers_stopped=len(stopped),
             interrupted=exploration.stopped,
+            rejected=metrics["rejected"],
         )
         exploration.emit("finished", summary.model_dump())
         await reporter.close(summary)
@@ -253,29 +309,54 @@ async def _request(
         known = exploration.known_sample(producer, request)
         topic = exploration.settings.topic
         prompt = build_prompt(topic, known, len(exploration.index), producer, request)
+        echoes = tuple(prompt_echoes(prompt, topic))
+        max_words = exploration.settings.max_words
 
-        async def ask(route: Route) -> tuple[Any, list[str]]:
+        async def ask(route: Route) -> tuple[Any, ParsedAnswer]:
             provider = providers[route]
             try:
                 async with gate_for(provider).slot(estimate_tokens(prompt)):
-                    return await stop_propagates(ask_for_attributes(provider, prompt))
+                    return await stop_propagates(
+                        ask_for_attributes(provider, prompt, echoes, max_words)
+                    )
             except ProviderError as error:
                 exploration.fail(route.label, producer, error)
                 raise
 
-        (completion, items), route = await call_with_routing(
+        (completion, parsed), route = await call_with_routing(
             router, ask, max_attempts=3 + len(providers)
         )
+        exploration.note_rejected(parsed.rejected)
+        items = parsed.items
         if not items:
             error = InvalidOutput("the answer held no attributes")
             exploration.fail(route.label, producer, error)
             raise error
-        new = exploration.accept(items, completion, route.label, producer)
+        if exploration.semantic is None:
+            new = exploration.accept(items, completion, route.label, producer)
+        else:
+            async with exploration.semantic_lock:  # one answer at a time against the known
+                same = await _same_meaning(exploration, items)
+                new = exploration.accept(items, completion, route.label, producer, same)
         accepted = True
         logger.debug("producer %d via %s: %d items, %d new", producer, route, len(items), len(new))
     finally:
         if not accepted:
             exploration.release()
+
+
+async def _same_meaning(exploration: Exploration, items: list[str]) -> set[str]:
+    """The items that semantic dedup finds repeating a known attribute; a failed embeddings
+    call only skips the check for this answer (strings still deduplicate it)."""
+    assert exploration.semantic is not None
+    new = [item for item in dict.fromkeys(items) if exploration.index.lookup(item) is None]
+    if not new:
+        return set()
+    try:
+        return set(await exploration.semantic.duplicates(new))
+    except ProviderError as error:
+        logger.warning("semantic dedup skipped for one answer: %s", error)
+        return set()
 
 
 class _ArtifactReporter:
@@ -349,10 +430,11 @@ class _ArtifactReporter:
 
 
 def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool) -> ExploreSummary:
-    """Check the settings, then run the flow (the CLI's entry point)."""
+    """Check the settings and lock the topic folder, then run the flow (the CLI's entry
+    point): usage errors and a folder in use are refused before Prefect starts."""
     settings.check()
-    build_routes(settings)  # usage errors before Prefect starts
-    with prefect_api():
+    build_routes(settings)
+    with explore_lock(output_dir or default_output_dir(settings.topic)), prefect_api():
         try:
             return asyncio.run(
                 explore_topic(
@@ -366,6 +448,10 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
                     seed=settings.seed,
                     fresh=fresh,
                     similarity=settings.similarity,
+                    max_tokens=settings.max_tokens,
+                    max_words=settings.max_words,
+                    semantic_model=settings.semantic_model,
+                    semantic_threshold=settings.semantic_threshold,
                 )
             )
         except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): outputs are flushed

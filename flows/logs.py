@@ -46,7 +46,20 @@ def configure_logging(verbose: bool = False) -> None:
     for target in logger.handlers:
         if verbose or isinstance(target, logging.FileHandler):
             library_warnings.addHandler(target)
+    # A task run that fails with one of our errors (a 429, a 401...) is expected: Prefect's
+    # "Task run failed" record would print the whole traceback; its next record, "Finished
+    # in state Failed(<our error>)", already says it in one line.
+    logging.getLogger("prefect.task_runs").addFilter(_expected_task_failure)
     logger._conductor_configured = True  # type: ignore[attr-defined]
+
+
+def _expected_task_failure(record: logging.LogRecord) -> bool:
+    """False (drop) for Prefect's traceback record of a task run ended by a ConductorError."""
+    if record.exc_info and record.getMessage().startswith("Task run failed with exception"):
+        from blocks.errors import ConductorError
+
+        return not isinstance(record.exc_info[1], ConductorError)
+    return True
 
 
 def set_stderr_level(level: str) -> None:

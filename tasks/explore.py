@@ -9,6 +9,9 @@ Files in the topic folder:
 ``attributes.jsonl``
     The journal: one line per new attribute, appended and flushed per accepted batch. It is
     the source of truth a rerun continues from.
+``.llm-conductor/lock``
+    Held by the run that writes the folder (``explore_lock``): a second run on the same
+    topic folder is refused at once, with the holder's pid, host and start time.
 ``output.txt`` / ``output.json`` / ``metadata.json``
     Snapshots written atomically (temp file + rename), at most every ``SNAPSHOT_INTERVAL``
     seconds while the run goes and once more at the end, so they are always valid files.
@@ -16,10 +19,13 @@ Files in the topic folder:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,15 +35,20 @@ from slugify import slugify
 
 from blocks.errors import UsageError
 from blocks.result import Completion
-from tasks.attributes import AttributeIndex
+from tasks.attributes import MAX_WORDS, AttributeIndex, reject_reason
+from tasks.manifest import BatchLock
 from tasks.outputs import write_atomic
+from tasks.semantic import DEFAULT_SEMANTIC_THRESHOLD, SemanticIndex
 
 __all__ = [
+    "DEFAULT_MAX_TOKENS",
     "SNAPSHOT_INTERVAL",
     "Exploration",
     "ExploreSettings",
     "build_prompt",
     "default_output_dir",
+    "explore_lock",
+    "prompt_echoes",
 ]
 
 SNAPSHOT_INTERVAL = 2.0
@@ -54,6 +65,10 @@ FACETS = (
     "technical or specialist",
 )
 PER_REQUEST = 10
+#: Completion tokens per request: a list of PER_REQUEST short lines (about 12 tokens each, a
+#: preamble) fits, and a model that rambles on after it is cut early; the cut list is parsed
+#: as it is, its unfinished last line dropped (never continued).
+DEFAULT_MAX_TOKENS = 15 * PER_REQUEST
 
 
 def _now() -> str:
@@ -66,6 +81,42 @@ def default_output_dir(topic: str) -> Path:
     if not slug:
         raise UsageError(f"topic {topic!r} has no letters or digits to name its folder")
     return Path("output") / slug
+
+
+#: Topic folders this run holds (the CLI locks before Prefect starts, the flow again).
+_HELD: ContextVar[frozenset[Path]] = ContextVar("explore_locks_held", default=frozenset())
+
+
+@contextlib.contextmanager
+def explore_lock(output_dir: Path) -> Iterator[None]:
+    """Hold ``output_dir`` for this run, as batch holds its output dir (``BatchLock``).
+
+    Taken again inside the same run (the flow, after the CLI took it before starting
+    Prefect), it is already held and passes.
+
+    Raises:
+        UsageError: another run holds the folder (names its pid, host and start time), or the
+            folder cannot be created.
+    """
+    key = output_dir.resolve()
+    held = _HELD.get()
+    if key in held:
+        yield
+        return
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create output folder {output_dir}: {error.strerror}") from None
+    with BatchLock(
+        output_dir,
+        purpose="topic folder {dir} is in use by another explore run",
+        hint="wait for it to finish or stop it, or choose another --output",
+    ):
+        token = _HELD.set(held | {key})
+        try:
+            yield
+        finally:
+            _HELD.reset(token)
 
 
 def build_prompt(
@@ -89,6 +140,12 @@ def build_prompt(
             *(f"- {item}" for item in known),
         ]
     return "\n".join(lines)
+
+
+def prompt_echoes(prompt: str, topic: str) -> list[str]:
+    """What of ``prompt`` a model may repeat as if it were an attribute: its instruction lines
+    (not the known attributes it lists) and the topic."""
+    return [line for line in prompt.splitlines() if not line.startswith("- ")] + [topic]
 
 
 @dataclass
@@ -139,17 +196,31 @@ class ExploreSettings:
     routing_config: str = "random:random"
     similarity: float | None = 92.0
     seed: int | None = None
+    #: Completion tokens per request (None: the provider's own, e.g. OPENAI_MAX_TOKENS).
+    max_tokens: int | None = DEFAULT_MAX_TOKENS
+    #: Lines of more words are prose, not attributes.
+    max_words: int = MAX_WORDS
+    #: Embeddings model ("provider:model") for semantic dedup; None = off.
+    semantic_model: str | None = None
+    #: Cosine similarity from which two attributes are one (semantic dedup).
+    semantic_threshold: float = DEFAULT_SEMANTIC_THRESHOLD
 
     def check(self) -> None:
         if not self.topic.strip():
             raise UsageError("--topic is empty")
         if self.producers < 1:
             raise UsageError(f"--producers must be at least 1, got {self.producers}")
-        for name in ("iterations", "max_requests"):
+        for name in ("iterations", "max_requests", "max_tokens"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be at least 1, got {value}")
+        if self.max_words < 1:
+            raise UsageError(f"--max-words must be at least 1, got {self.max_words}")
+        if not 0 < self.semantic_threshold <= 1:
+            raise UsageError(
+                f"--semantic-threshold must be in (0, 1], got {self.semantic_threshold}"
+            )
         if self.similarity is not None and not 0 < self.similarity <= 100:
             raise UsageError(f"--similarity must be in (0, 100], got {self.similarity}")
 
@@ -165,6 +236,13 @@ class Exploration:
         self.providers: dict[str, Stats] = {}
         self.producers: dict[int, Stats] = {}
         self.total_items = 0
+        #: Lines of the answers that were not attributes, by reason (see ``parse_answer``).
+        self.rejected: dict[str, int] = {}
+        #: Semantic dedup (``settings.semantic_model``), set up by the orchestrator.
+        self.semantic: SemanticIndex | None = None
+        self.semantic_lock = asyncio.Lock()  # one answer at a time against the known
+        #: Items dropped because they mean the same as a known attribute.
+        self.semantic_duplicates = 0
         self.accepted = 0
         self.reserved = 0
         self.stopped = False  # Ctrl-C: no new request, whatever the iterations left
@@ -203,6 +281,9 @@ class Exploration:
         else:
             exploration._load()
         exploration._journal = (output_dir / JOURNAL).open("a", encoding="utf-8")
+        if _torn(output_dir / JOURNAL):
+            # A killed run's last line is cut: the next record must not be glued to it.
+            exploration._journal.write("\n")
         return exploration
 
     def _set_aside(self) -> None:
@@ -222,9 +303,18 @@ class Exploration:
             records = _read_jsonl(journal)
         elif (self.output_dir / "output.json").exists():
             records = _read_json(self.output_dir / "output.json").get("attributes", [])
+        echoes = prompt_echoes(build_prompt(self.settings.topic, [], 0, 0, 0), self.settings.topic)
         for record in records:
             valid = isinstance(record, dict) and isinstance(record.get("attribute"), str)
-            if valid and self.index.add(record["attribute"]) is not None:
+            if not valid:
+                continue
+            # Junk an older run kept must not be shown to the model as "already known".
+            reason = reject_reason(
+                record["attribute"], max_words=self.settings.max_words, echoes=echoes
+            )
+            if reason is not None:
+                self.note_rejected({reason: 1})
+            elif self.index.add(record["attribute"]) is not None:
                 self.records.append(record)
         self.resumed_from = len(self.records)
         self.index.duplicates = self.index.near_duplicates = 0
@@ -255,13 +345,29 @@ class Exploration:
         rng = random.Random(hash((self.settings.seed, producer, request)))
         return self.index.prompt_sample(rng=rng)
 
+    def note_rejected(self, rejected: dict[str, int]) -> None:
+        """Count the lines of an answer that were not attributes (``ParsedAnswer.rejected``)."""
+        for reason, count in rejected.items():
+            self.rejected[reason] = self.rejected.get(reason, 0) + count
+
     def accept(
-        self, items: list[str], completion: Completion, route: str, producer: int
+        self,
+        items: list[str],
+        completion: Completion,
+        route: str,
+        producer: int,
+        same_meaning: Collection[str] = (),
     ) -> list[str]:
-        """Deduplicate one answer against everything known; returns the new attributes."""
+        """Deduplicate one answer against everything known; returns the new attributes.
+
+        ``same_meaning``: items that semantic dedup found to repeat a known attribute.
+        """
         timestamp = _now()
         new: list[str] = []
         for item in items:
+            if item in same_meaning:
+                self.semantic_duplicates += 1
+                continue
             attribute = self.index.add(item)
             if attribute is None:
                 continue
@@ -330,6 +436,7 @@ class Exploration:
             "total_items": self.total_items,
             "duplicates": duplicates,
             "near_duplicates": self.index.near_duplicates,
+            "semantic_duplicates": self.semantic_duplicates,
             "duplicate_rate": round(duplicates / self.total_items, 4) if self.total_items else 0.0,
             "unique_per_minute": round(found / minutes, 2),
             "batches": self.accepted,
@@ -341,6 +448,7 @@ class Exploration:
             "cost_known": all(s.cost_known for s in stats),
             "cost_per_minute": round(sum(s.cost for s in stats) / minutes, 6),
             "elapsed_seconds": round(self.elapsed, 1),
+            "rejected": dict(sorted(self.rejected.items())),
         }
 
     def metadata(self) -> dict[str, Any]:
@@ -352,6 +460,7 @@ class Exploration:
             "updated": _now(),
             "resumed_with": self.resumed_from,
             "metrics": self.metrics(),
+            "rejected": dict(sorted(self.rejected.items())),
             "providers": {k: v.as_dict() for k, v in self.providers.items()},
             "producers": {str(k): v.as_dict() for k, v in sorted(self.producers.items())},
         }
@@ -383,6 +492,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def _torn(path: Path) -> bool:
+    """Whether ``path`` ends in a line without its newline."""
+    with path.open("rb") as file:
+        if file.seek(0, 2) == 0:
+            return False
+        file.seek(-1, 2)
+        return file.read(1) != b"\n"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

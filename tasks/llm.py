@@ -9,7 +9,7 @@ from prefect import task
 
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
-from tasks.attributes import parse_attributes
+from tasks.attributes import MAX_WORDS, ParsedAnswer, parse_answer
 from tasks.stopping import until_stopped
 
 __all__ = ["ask", "ask_for_attributes", "call_model", "complete", "stream_to_stdout"]
@@ -61,15 +61,33 @@ async def call_model(provider: LLMProvider, prompt: str, stream: bool = False) -
     return await until_stopped(complete(provider, prompt, stream))
 
 
-async def ask(provider: LLMProvider, prompt: str) -> tuple[Completion, list[str]]:
-    """One exploration request without Prefect: the completion and its parsed attributes."""
+async def ask(
+    provider: LLMProvider,
+    prompt: str,
+    echoes: tuple[str, ...] = (),
+    max_words: int = MAX_WORDS,
+) -> tuple[Completion, ParsedAnswer]:
+    """One exploration request without Prefect: the completion and the attributes read from
+    it (``parse_answer``: lines repeating ``echoes``, sentences and lines of more than
+    ``max_words`` words are rejected; an answer cut at max_tokens loses its last line)."""
     completion = await provider.acomplete(prompt)
-    return completion, parse_attributes(completion.text)
+    parsed = parse_answer(
+        completion.text,
+        max_words=max_words,
+        echoes=echoes,
+        truncated=completion.finish_reason == "length",
+    )
+    return completion, parsed
 
 
 @task(name="ask-for-attributes", task_run_name="ask {provider.kind}", retries=0)
-async def ask_for_attributes(provider: LLMProvider, prompt: str) -> tuple[Completion, list[str]]:
-    """One exploration request: the completion and the attributes parsed from it.
+async def ask_for_attributes(
+    provider: LLMProvider,
+    prompt: str,
+    echoes: tuple[str, ...] = (),
+    max_words: int = MAX_WORDS,
+) -> tuple[Completion, ParsedAnswer]:
+    """One exploration request: the completion and the attributes read from it (``ask``).
 
     Numbered or bulleted lines, comma lists and JSON arrays are all understood. Stopped
     mid-call, the task run ends Cancelled (await it through ``stop_propagates``).
@@ -82,8 +100,8 @@ async def ask_for_attributes(provider: LLMProvider, prompt: str) -> tuple[Comple
 
         @flow
         async def one() -> list[str]:
-            _, items = await ask_for_attributes(LLMProvider(kind="random"), "List of rivers")
-            return items
+            _, parsed = await ask_for_attributes(LLMProvider(kind="random"), "List of rivers")
+            return parsed.items
         ```
     """
-    return await until_stopped(ask(provider, prompt))
+    return await until_stopped(ask(provider, prompt, echoes, max_words))

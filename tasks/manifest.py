@@ -7,7 +7,9 @@ Both live in ``<output_dir>/.llm-conductor/``:
   prompt wins; ``compact`` rewrites the file with only those at the end of a run.
 * ``lock``: held with ``flock`` for the whole run. The kernel drops it when the process dies,
   even on ``kill -9``, so there is never a stale lock to clean up by hand. The file itself is
-  never deleted (deleting a lock file lets two runs lock two different files).
+  never deleted (deleting a lock file lets two runs lock two different files). It holds the
+  holder's pid, host and start time, for the message that refuses a second run. Explore
+  locks its topic folder with the same class.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import threading
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -299,7 +302,8 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 class BatchLock:
-    """Exclusive use of an output dir for one batch run.
+    """Exclusive use of an output dir for one batch run (or, with ``purpose`` and ``hint``,
+    of a topic folder for one explore run).
 
     Example:
         ```python
@@ -309,12 +313,21 @@ class BatchLock:
         ```
 
     Raises:
-        UsageError: On entering, when another process holds the lock; names its pid.
+        UsageError: On entering, when another run holds the lock; names its pid, host and
+            start time.
     """
 
-    def __init__(self, output_dir: Path) -> None:
+    def __init__(
+        self,
+        output_dir: Path,
+        *,
+        purpose: str = "output dir {dir} is in use by another batch run",
+        hint: str = "wait for it to finish or choose another --output-dir",
+    ) -> None:
         self.output_dir = output_dir
         self.path = output_dir / STATE_DIR / "lock"
+        self._purpose = purpose
+        self._hint = hint
         self._fd: int | None = None
 
     def __enter__(self) -> Self:
@@ -326,18 +339,17 @@ class BatchLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _read_pid(fd)
+            holder = _read_holder(fd)
             os.close(fd)
             raise UsageError(
-                f"output dir {self.output_dir} is in use by another batch run "
-                f"(pid {holder or 'unknown'}); wait for it to finish or choose another "
-                "--output-dir"
+                f"{self._purpose.format(dir=self.output_dir)} ({holder}); {self._hint}"
             ) from None
         except BaseException:
             os.close(fd)
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        started = datetime.now(UTC).isoformat(timespec="seconds")
+        os.pwrite(fd, f"{os.getpid()} {socket.gethostname()} {started}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -357,9 +369,14 @@ class BatchLock:
             os.close(fd)  # releases the lock
 
 
-def _read_pid(fd: int) -> int | None:
+def _read_holder(fd: int) -> str:
+    """ "pid 123 on host, started 2026-12-03T10:00:00+00:00" from the lock file's line."""
     try:
-        text = os.pread(fd, 32, 0).decode("ascii").strip()
+        fields = os.pread(fd, 512, 0).decode("utf-8").split()
     except (OSError, UnicodeDecodeError):
-        return None
-    return int(text) if text.isdigit() else None
+        fields = []
+    if not fields or not fields[0].isdigit():
+        return "pid unknown"
+    if len(fields) < 3:
+        return f"pid {fields[0]}"
+    return f"pid {fields[0]} on {fields[1]}, started {fields[2]}"

@@ -267,3 +267,219 @@ def test_a_stopped_flow_run_leaves_its_requests_cancelled_not_crashed(monkeypatc
         runs = asyncio.run(go())
     assert runs == [("ask openai", "CANCELLED")] * 2
     assert json.loads((tmp_path / "metadata.json").read_text())["topic"] == "Paris", "flushed"
+
+
+# --------------------------------------------------------------------------------------------
+# What a weak model answers: junk is rejected, counted, and never shown to the model again
+# --------------------------------------------------------------------------------------------
+
+JUNK = [
+    "Here are some attractions:",
+    "Topic: Paris",
+    "Reply with a numbered list, one short attribute per line, nothing else.",
+    "The Louvre is the most visited museum in the world.",
+    "42",
+]
+
+
+def test_junk_is_rejected_counted_and_never_shown_to_the_model(servers, tmp_path):
+    a, _, _ = servers
+    counter = iter(range(10**6))
+
+    def reply(body) -> str:
+        n = next(counter)
+        return "\n".join([JUNK[0], JUNK[1], JUNK[2], f"1. Sight {n}", JUNK[3], f"2. Park {n}"])
+
+    a.reply = reply
+    summary = run(settings(routing_config="openai:m1", iterations=3, producers=1), tmp_path)
+    prompts = [r.json["messages"][0]["content"] for r in a.requests]
+    assert "- Sight 0" in prompts[1] and "- Park 1" in prompts[2]
+    known = [line for p in prompts for line in p.splitlines() if line.startswith("- ")]
+    assert not [line for line in known if line[2:] in JUNK]
+    assert (tmp_path / "output.txt").read_text().split("\n")[:2] == ["Sight 0", "Park 0"]
+    expected = {"echo": 6, "sentence": 6}
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["rejected"] == meta["metrics"]["rejected"] == expected
+    assert summary.rejected == expected
+    assert "rejected 12 lines (echo 6, sentence 6)" in summary.line()
+
+
+def test_junk_kept_by_an_older_run_is_not_shown_to_the_model(servers, tmp_path):
+    a, _, _ = servers
+    old = ["Eiffel Tower", *JUNK[1:], "Louvre"]
+    (tmp_path / "attributes.jsonl").write_text(
+        "".join(json.dumps({"attribute": text}) + "\n" for text in old)
+    )
+    run(settings(routing_config="openai:m1", iterations=1, producers=1), tmp_path)
+    known = [line for line in a.requests[0].json["messages"][0]["content"].splitlines()]
+    assert "- Eiffel Tower" in known and "- Louvre" in known
+    assert not [line for line in known if line[2:] in JUNK]
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["rejected"] == {"echo": 2, "number": 1, "sentence": 1}
+
+
+def test_a_list_cut_at_max_tokens_is_read_as_is_never_continued(servers, tmp_path):
+    a, _, _ = servers
+    a.reply = "1. Eiffel Tower\n2. Louvre\n3. Notre Dame Cathedral\n4. Sainte-Chapelle"
+    a.length_rounds = 1  # the server cuts the first answer halfway, finish_reason "length"
+    summary = run(
+        settings(routing_config="openai:m1", iterations=2, producers=1, max_tokens=77), tmp_path
+    )
+    assert len(a.requests) == 2, "one request per batch: no continuation"
+    assert [r.json["max_tokens"] for r in a.requests] == [77, 77]
+    assert summary.rejected == {"unfinished": 1}
+    assert (tmp_path / "output.txt").read_text().splitlines() == [
+        "Eiffel Tower",
+        "Louvre",
+        "Notre Dame Cathedral",
+        "Sainte-Chapelle",
+    ]
+
+
+def test_max_tokens_default_is_sized_for_the_list_and_zero_is_the_providers(servers, tmp_path):
+    from tasks.explore import DEFAULT_MAX_TOKENS, PER_REQUEST
+
+    a, _, _ = servers
+    run(settings(routing_config="openai:m1", iterations=1, producers=1), tmp_path / "one")
+    assert a.requests[-1].json["max_tokens"] == DEFAULT_MAX_TOKENS <= 40 * PER_REQUEST
+    run(
+        settings(routing_config="openai:m1", iterations=1, producers=1, max_tokens=None),
+        tmp_path / "two",
+    )
+    assert "max_tokens" not in a.requests[-1].json
+    with pytest.raises(UsageError, match="--max-tokens must be at least 1"):
+        settings(max_tokens=0).check()
+    with pytest.raises(UsageError, match="--max-words must be at least 1"):
+        settings(max_words=0).check()
+
+
+# --------------------------------------------------------------------------------------------
+# The topic folder: one run at a time, and a torn journal line
+# --------------------------------------------------------------------------------------------
+
+
+def test_a_torn_last_journal_line_does_not_swallow_the_next_record(servers, tmp_path):
+    a, _, _ = servers
+    a.reply = "1. Louvre"
+    journal = tmp_path / "attributes.jsonl"
+    journal.write_text(json.dumps({"attribute": "Eiffel Tower"}) + '\n{"attribute": "Notre Da')
+    run(settings(routing_config="openai:m1", iterations=1, producers=1), tmp_path)
+    records = [json.loads(line) for line in journal.read_text().splitlines()[2:]]
+    assert [r["attribute"] for r in records] == ["Louvre"]
+    # The next run reads every whole record back.
+    a.reply = "1. Louvre\n2. Orsay"
+    again = run(settings(routing_config="openai:m1", iterations=1, producers=1), tmp_path)
+    assert again.unique == 3
+    assert (tmp_path / "output.txt").read_text().splitlines() == ["Eiffel Tower", "Louvre", "Orsay"]
+
+
+def test_a_second_run_in_this_process_on_the_same_folder_is_refused(servers, tmp_path):
+    from tasks.explore import explore_lock
+
+    a, _, _ = servers
+    with explore_lock(tmp_path):
+        pass  # taken and released
+
+    async def both():
+        a.latency = 0.5
+        first = asyncio.create_task(
+            run_exploration(
+                settings(routing_config="openai:m1", iterations=2, producers=1), tmp_path
+            )
+        )
+        while not a.in_flight:
+            assert not first.done(), first
+            await asyncio.sleep(0.01)
+        async with asyncio.timeout(60):
+            with pytest.raises(UsageError, match="in use by another explore run"):
+                await asyncio.create_task(
+                    run_exploration(settings(routing_config="openai:m1", iterations=1), tmp_path)
+                )
+        return await first
+
+    summary = asyncio.run(both())
+    assert summary.batches == 2 and len(a.requests) == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Semantic dedup (optional): one embeddings request per answer, each attribute embedded once
+# --------------------------------------------------------------------------------------------
+
+MEANINGS = {"arc de triomphe": 0, "triumphal arch": 0, "louvre": 1, "orsay": 2, "pantheon": 3}
+
+
+def _by_meaning(text: str) -> list[float]:
+    vector = [0.0] * 8
+    vector[MEANINGS.get(text.casefold(), 7)] = 1.0
+    return vector
+
+
+def _answers(*answers: str):
+    queue = iter(answers)
+    return lambda body: next(queue)
+
+
+def test_semantic_dedup_is_off_by_default(servers, tmp_path):
+    a, _, _ = servers
+    a.embed = _by_meaning
+    a.reply = _answers("1. Arc de Triomphe\n2. Louvre", "1. Triumphal Arch\n2. Orsay")
+    run(settings(routing_config="openai:m1", iterations=2, producers=1), tmp_path)
+    assert [r.api for r in a.requests] == ["openai", "openai"]
+    assert "Triumphal Arch" in (tmp_path / "output.txt").read_text()
+
+
+def test_semantic_dedup_batches_per_answer_and_caches_per_attribute(servers, tmp_path):
+    a, _, _ = servers
+    a.embed = _by_meaning
+    a.reply = _answers(
+        "1. Arc de Triomphe\n2. Louvre",
+        "1. Triumphal Arch\n2. Orsay\n3. Louvre",
+        "1. the Louvre\n2. Orsay",  # strings see these: no embeddings request at all
+        "1. Triumphal Arch",  # embedded once already
+    )
+    semantic = {"semantic_model": "openai:emb", "semantic_threshold": 0.95}
+    summary = run(
+        settings(routing_config="openai:m1", iterations=4, producers=1, **semantic), tmp_path
+    )
+    assert (tmp_path / "output.txt").read_text().splitlines() == [
+        "Arc de Triomphe",
+        "Louvre",
+        "Orsay",
+    ]
+    embeddings = [r.json for r in a.requests if r.api == "embeddings"]
+    assert [e["input"] for e in embeddings] == [
+        ["Arc de Triomphe", "Louvre"],
+        ["Triumphal Arch", "Orsay"],
+    ]
+    assert {e["model"] for e in embeddings} == {"emb"}
+    meta = json.loads((tmp_path / "metadata.json").read_text())
+    assert meta["metrics"]["semantic_duplicates"] == 2 and summary.unique == 3
+
+    # A rerun embeds what is known once, in one batch, then only what is new.
+    a.reply = _answers("1. Pantheon\n2. Triumphal Arch")
+    run(settings(routing_config="openai:m1", iterations=1, producers=1, **semantic), tmp_path)
+    embeddings = [r.json["input"] for r in a.requests if r.api == "embeddings"][2:]
+    assert embeddings == [["Arc de Triomphe", "Louvre", "Orsay"], ["Pantheon", "Triumphal Arch"]]
+    assert (tmp_path / "output.txt").read_text().splitlines()[-1] == "Pantheon"
+
+
+def test_a_failed_embeddings_call_only_skips_the_check(servers, tmp_path):
+    a, _, _ = servers
+    a.embed = lambda text: []  # a broken server: zero-length vectors
+    a.reply = _answers("1. Arc de Triomphe", "1. Triumphal Arch")
+    summary = run(
+        settings(routing_config="openai:m1", iterations=2, producers=1, semantic_model="openai:e"),
+        tmp_path,
+    )
+    assert summary.batches == 2 and summary.unique == 2
+
+
+def test_semantic_model_is_checked_before_any_request(servers, tmp_path):
+    a, _, _ = servers
+    with pytest.raises(UsageError, match="provider:model"):
+        run(settings(routing_config="openai:m1", iterations=1, semantic_model="emb"), tmp_path)
+    with pytest.raises(UsageError, match="no embeddings API"):
+        run(settings(routing_config="openai:m1", iterations=1, semantic_model="random:x"), tmp_path)
+    with pytest.raises(UsageError, match="semantic-threshold"):
+        settings(semantic_threshold=1.5).check()
+    assert a.requests == []

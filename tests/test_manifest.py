@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -289,9 +292,12 @@ def test_ten_thousand_entries_and_a_torn_line_load(tmp_path: Path) -> None:
 def test_lock_records_the_pid_and_clears_it_on_release(tmp_path: Path) -> None:
     lock_file = tmp_path / STATE_DIR / "lock"
     with BatchLock(tmp_path):
-        assert lock_file.read_text() == f"{os.getpid()}\n"
+        pid, host, started = lock_file.read_text().split()
+        assert (pid, host) == (str(os.getpid()), socket.gethostname())
+        assert datetime.fromisoformat(started).tzinfo is not None
         # A second lock, even in the same process, is refused.
-        with pytest.raises(UsageError, match=f"\\(pid {os.getpid()}\\)"), BatchLock(tmp_path):
+        holder = f"\\(pid {os.getpid()} on {re.escape(host)}, started {re.escape(started)}\\)"
+        with pytest.raises(UsageError, match=holder), BatchLock(tmp_path):
             pass
     assert lock_file.exists() and lock_file.read_text() == ""  # kept: deleting it races
     with BatchLock(tmp_path):  # free again
@@ -320,14 +326,16 @@ def test_lock_held_by_another_process_until_it_is_killed(tmp_path: Path) -> None
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
         with pytest.raises(UsageError) as caught, BatchLock(out):
             pass
+        started = (out / STATE_DIR / "lock").read_text().split()[2]
         assert str(caught.value) == (
-            f"output dir {out} is in use by another batch run (pid {holder.pid}); "
+            f"output dir {out} is in use by another batch run (pid {holder.pid} on "
+            f"{socket.gethostname()}, started {started}); "
             "wait for it to finish or choose another --output-dir"
         )
         os.kill(holder.pid, signal.SIGKILL)  # no cleanup code runs: the kernel frees the lock
         holder.wait(timeout=10)
         with BatchLock(out):
-            assert (out / STATE_DIR / "lock").read_text() == f"{os.getpid()}\n"
+            assert (out / STATE_DIR / "lock").read_text().split()[0] == str(os.getpid())
     finally:
         if holder.poll() is None:
             holder.kill()

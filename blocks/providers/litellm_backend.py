@@ -26,7 +26,7 @@ from blocks.result import Usage
 if TYPE_CHECKING:
     from blocks.llm_provider import LLMProvider
 
-__all__ = ["attempt", "completion_kwargs", "map_litellm_errors"]
+__all__ = ["attempt", "completion_kwargs", "embed", "map_litellm_errors"]
 
 logger = logging.getLogger("llm_conductor.litellm")
 # Local servers accept any key, but litellm refuses to send a request without one.
@@ -217,3 +217,23 @@ async def attempt(
         ),
         response_id=getattr(response, "id", None),
     )
+
+
+async def embed(provider: LLMProvider, texts: list[str]) -> list[list[float]]:
+    """One ``litellm.aembedding`` call: a vector per text, in order (semantic dedup)."""
+    litellm = _litellm()
+    with map_litellm_errors(provider):
+        response = await litellm.aembedding(
+            model=litellm_model(provider),
+            input=texts,
+            api_base=provider.resolved_api_base(),
+            api_key=provider.resolved_api_key() or _DUMMY_KEY,
+            timeout=provider.timeout,
+            max_retries=0,
+        )
+    data = sorted(response.data, key=lambda item: item["index"])
+    if len(data) != len(texts):
+        raise ProviderUnavailable(
+            f"{len(data)} embeddings for {len(texts)} texts", provider=provider.kind
+        )
+    return [list(item["embedding"]) for item in data]

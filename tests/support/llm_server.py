@@ -8,7 +8,9 @@ test goes through litellm's real HTTP path, not a mock:
 * Anthropic Messages: ``POST {root}/v1/messages`` (``anthropic/`` with ``api_base=root_url``);
 * Gemini: ``POST {api_base}/models/<m>:generateContent`` and
   ``:streamGenerateContent?alt=sse`` (``gemini/`` with ``api_base=server.gemini_url``);
-* Ollama: ``POST {root}/api/chat`` (``ollama_chat/``) and ``/api/generate`` (``ollama/``).
+* Ollama: ``POST {root}/api/chat`` (``ollama_chat/``) and ``/api/generate`` (``ollama/``);
+* OpenAI embeddings: ``POST {root}/v1/embeddings`` (litellm ``aembedding``), deterministic:
+  ``embed`` (text -> vector) when set, else a normalised bag of the text's letter trigrams.
 
 Faults (HTTP errors, hangs, dropped connections, garbage bodies, truncated streams) and
 ``finish_reason="length"`` rounds are queued from the test thread and consumed by the next
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -54,6 +57,7 @@ __all__ = [
     "LLMServerProcess",
     "RecordedRequest",
     "ReplyFn",
+    "trigram_embedding",
 ]
 
 ReplyFn = Callable[[dict[str, Any]], str]
@@ -94,7 +98,7 @@ class RecordedRequest:
     headers: dict[str, str]
     json: Any
     body: bytes
-    #: "openai" | "anthropic" | "gemini" | "ollama" | "ollama_generate"
+    #: "openai" | "anthropic" | "gemini" | "ollama" | "ollama_generate" | "embeddings"
     api: str
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,6 +165,18 @@ class _Answer:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+
+def trigram_embedding(text: str, dims: int = 64) -> list[float]:
+    """A deterministic unit vector of ``text``'s letter trigrams (spellings that share most
+    trigrams point the same way; it knows nothing of meaning)."""
+    padded = f"  {text.casefold()} "
+    vector = [0.0] * dims
+    for i in range(len(padded) - 2):
+        digest = hashlib.blake2b(padded[i : i + 3].encode(), digest_size=4).digest()
+        vector[int.from_bytes(digest, "little") % dims] += 1.0
+    norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+    return [v / norm for v in vector]
 
 
 def _split_words(text: str) -> list[str]:
@@ -914,6 +930,11 @@ class LLMServer:
         self.stream_chunks = stream_chunks
         #: Keep ``requests``; switch off for long benchmarks to bound memory.
         self.record = record
+        #: ``/v1/embeddings``: text -> vector; None = ``trigram_embedding``.
+        self.embed: Callable[[str], list[float]] | None = None
+        #: Cut an answer longer than the request's ``max_tokens`` (in words) there, with a
+        #: length finish reason, as a real server does.
+        self.honour_max_tokens = False
         #: N > 0: the first answers wait (up to 30 s) until N requests are in flight at once,
         #: so a test of a parallelism bound sees it reached however slowly the client starts
         #: its requests; after that, answers flow as usual. ``reset()`` re-arms it.
@@ -1039,6 +1060,8 @@ class LLMServer:
             self._max_in_flight = self._in_flight
             self._held_enough = False
         self.hold_until_in_flight = 0
+        self.embed = None
+        self.honour_max_tokens = False
         for name, value in self._settings.items():
             setattr(self, name, value)
 
@@ -1132,6 +1155,9 @@ class LLMServer:
         if path.startswith("/_admin/"):
             await self._admin(ex, method, path, raw)
             return
+        if method == "POST" and path in ("/v1/embeddings", "/embeddings"):
+            await self._embeddings(ex, request)
+            return
         api = _route(path)
         if api is None:
             if method == "GET" and path in ("/health", "/v1/models", "/models", "/api/tags"):
@@ -1209,7 +1235,11 @@ class LLMServer:
             # A dropped stream is not a completion: keep the length round for the retry.
             truncated = kind != "drop_mid_stream" and self._take_length_round()
             content = self._answer_text(call, data)
-            if truncated:
+            limit = data.get("max_tokens") if self.honour_max_tokens else None
+            if not truncated and isinstance(limit, int) and _count_tokens(content) > limit:
+                words = [w for w in _split_words(content) if w.strip()]
+                content, truncated = "".join(words[:limit]).rstrip(), True
+            elif truncated:
                 words = _split_words(content)
                 content = "".join(words[: max(1, math.ceil(len(words) / 2))]).rstrip()
         answer = _Answer(content, truncated, call.prompt_tokens, _count_tokens(content))
@@ -1239,6 +1269,38 @@ class LLMServer:
                 await ex.pause(self.stream_delay)
             ex.add(frame)
         await ex.finish()
+
+    async def _embeddings(self, ex: _Exchange, request: _Request) -> None:
+        """OpenAI's embeddings API: ``{"model", "input": str | [str]}`` -> one vector each."""
+        try:
+            data = json.loads(request.body)
+            texts = data["input"]
+            texts = [texts] if isinstance(texts, str) else list(texts)
+            if not texts or not all(isinstance(t, str) for t in texts):
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            error = _OPENAI.error(400, "'input' must be a string or a list of strings", None)
+            await ex.respond(400, _dumps(error), "application/json")
+            return
+        with self._lock:
+            self._request_count += 1
+            if self.record:
+                recorded = RecordedRequest(
+                    "POST", request.target, "", request.headers, data, request.body, "embeddings"
+                )
+                self._requests.append(recorded)
+        embed = self.embed or trigram_embedding
+        tokens = sum(_count_tokens(t) for t in texts)
+        body = {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": embed(t)}
+                for i, t in enumerate(texts)
+            ],
+            "model": data.get("model", "fake-embedding"),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        await ex.respond(200, _dumps(body), "application/json")
 
     def _answer_text(self, call: _Call, data: Any) -> str:
         reply = self.reply
