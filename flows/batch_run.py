@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from blocks.config import ProviderConfig
@@ -132,18 +133,24 @@ def run_batch(
 
 def run_batch_mode(
     provider: ProviderConfig,
-    parallelism: int | None,
-    verbose: bool,
-    force: bool,
-    input_dir: Path,
-    output_dir: Path,
+    prompt_files: Iterable[Path | str] | None = None,
+    parallelism: int | None = None,
+    verbose: bool = False,
+    force: bool = False,
+    input_dir: Path | None = None,
+    output_dir: Path | None = None,
     recursive: bool = False,
 ) -> int:
-    """The seed llm-conductor's Python API: run a batch and return the exit code."""
+    """The seed llm-conductor's Python API: run a batch and return the exit code.
+
+    Positional arguments in the seed's order; ``prompt_files`` None scans ``input_dir``.
+    """
     from flows.logs import configure_logging
 
     configure_logging(verbose)
     try:
+        if input_dir is None or output_dir is None:
+            raise UsageError("input_dir and output_dir are required")
         summary = run_batch(
             provider,
             Path(input_dir),
@@ -151,6 +158,7 @@ def run_batch_mode(
             recursive=recursive,
             parallelism=parallelism,
             force=force,
+            files_from=None if prompt_files is None else [str(p) for p in prompt_files],
         )
     except UsageError as error:
         logger.error("%s", error)
