@@ -27,13 +27,14 @@ import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from blocks.errors import InvalidOutput
 from tasks.prompt_files import AUTO
 
-__all__ = ["extract_json", "read_output_hash", "render_output", "write_atomic"]
+__all__ = ["extract_json", "output_metadata", "read_output_hash", "render_output", "write_atomic"]
 
 _HTML = ("<!-- ", " -->")
 # Comment syntax (opening, closing) per extension; any other extension gets ``_HTML``.
@@ -68,6 +69,12 @@ _STRING_REST = re.compile(r'(?:[^"\\]|\\.)*+"', re.DOTALL)
 _NON_SPACE = re.compile(r"\S")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
 _DECODER = json.JSONDecoder()
+# Where a known cost came from, in the seed's ``cost_calculation_method`` words.
+_COST_METHODS = {"litellm": "litellm_actual", "claude": "cli_reported", "random": "offline"}
+
+if TYPE_CHECKING:
+    from blocks.config import ProviderConfig
+    from blocks.result import Completion
 _NONSTANDARD = "answer's JSON holds NaN, Infinity or a number too large for JSON"
 
 
@@ -99,6 +106,29 @@ def extract_json(text: str) -> dict[str, Any] | list[Any]:
             the message is one line without the file's name.
     """
     return _locate(text).value
+
+
+def output_metadata(completion: Completion, provider: ProviderConfig) -> dict[str, Any]:
+    """The ``_llm_metadata`` of an output: ours, plus every key the seed wrote.
+
+    Scripts written for the seed read ``temperature`` (None: the provider's default),
+    ``total_tokens``, ``elapsed_seconds``, ``generation_date`` (UTC, ISO 8601: when the answer
+    came back), ``generation_id`` (the server's response id), ``cost_usd`` and
+    ``cost_calculation_method`` (None, like the cost, when no price is known).
+    """
+    cost = completion.cost
+    return {
+        **completion.metadata(),
+        "temperature": provider.temperature,
+        "total_tokens": completion.usage.total_tokens,
+        "elapsed_seconds": round(completion.elapsed, 2),
+        "generation_date": datetime.now(UTC).isoformat(),
+        "generation_id": completion.response_id,
+        "cost_usd": cost,
+        "cost_calculation_method": None
+        if cost is None
+        else _COST_METHODS.get(provider.spec.backend, "provider_reported"),
+    }
 
 
 def render_output(

@@ -16,13 +16,23 @@ _ARTIFACT_INTERVAL = 2.0  # seconds between progress-artifact updates: each is a
 
 
 class PromptOutcome(BaseModel):
+    """How one prompt ended. Tokens and cost are what this run paid for it, a rejected
+    answer's included; a cached answer paid nothing and took no model time."""
+
     file: str
     status: str  # ok | failed | up-to-date | not-started
+    cached: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
     seconds: float = 0.0
     error: str | None = None
+
+    @property
+    def cost_unknown(self) -> bool:
+        """Tokens were paid for (or an answer came) but nobody knows their price."""
+        paid = self.prompt_tokens or self.completion_tokens or self.status == "ok"
+        return self.cost is None and bool(paid) and not self.cached
 
 
 class BatchSummary(BaseModel):
@@ -30,6 +40,8 @@ class BatchSummary(BaseModel):
 
     total: int = 0
     ok: int = 0
+    #: Of ``ok``: answers read back from the answer cache (no call, no cost).
+    cached: int = 0
     failed: int = 0
     up_to_date: int = 0
     not_started: int = 0
@@ -48,7 +60,8 @@ class BatchSummary(BaseModel):
 
     def line(self) -> str:
         cost = f"${self.cost:.4f}" + ("" if self.cost_known else " (some costs unknown)")
-        parts = [f"{self.ok} ok", f"{self.failed} failed", f"{self.up_to_date} up to date"]
+        ok = f"{self.ok} ok" + (f" ({self.cached} cached)" if self.cached else "")
+        parts = [ok, f"{self.failed} failed", f"{self.up_to_date} up to date"]
         if self.not_started:
             parts.append(f"{self.not_started} not started (--max-cost reached)")
         return (
@@ -60,6 +73,7 @@ class BatchSummary(BaseModel):
         rows = [
             ("Prompts", self.total),
             ("Generated", self.ok),
+            ("Of which cached (no cost)", self.cached),
             ("Failed", self.failed),
             ("Up to date (skipped)", self.up_to_date),
             ("Not started (budget)", self.not_started),
@@ -74,7 +88,12 @@ class BatchSummary(BaseModel):
 
 
 class BatchReporter:
-    """Counts outcomes and shows them; artifact calls only happen inside a flow run."""
+    """Counts outcomes and shows them; artifact calls only happen inside a flow run.
+
+    ``jobs`` is how many outcomes move the ``[n/N]`` counter and the progress: every prompt
+    that runs and every prompt file that could not be used (up-to-date and not-started
+    prompts do not move it).
+    """
 
     def __init__(self, jobs: int, *, tty: bool | None = None, artifacts: bool = True) -> None:
         self.summary = BatchSummary()
@@ -129,19 +148,22 @@ class BatchReporter:
         self.done += 1
         if outcome.status == "ok":
             s.ok += 1
+            s.cached += outcome.cached
         else:
             s.failed += 1
         s.prompt_tokens += outcome.prompt_tokens
         s.completion_tokens += outcome.completion_tokens
-        if outcome.cost is None:
-            s.cost_known = outcome.status != "ok" and s.cost_known
-        else:
+        if outcome.cost is not None:
             s.cost += outcome.cost
+        elif outcome.cost_unknown:
+            s.cost_known = False
         if self._bar is not None:
             tokens = s.prompt_tokens + s.completion_tokens
             self._bar.update(self._task, advance=1, tokens=tokens, cost=s.cost)
             if outcome.status == "failed":
                 self._bar.console.print(f"[red]failed[/red] {outcome.file}: {outcome.error}")
+        elif outcome.status == "ok" and outcome.cached:
+            logger.info("ok %s (cached, no cost) [%d/%d]", outcome.file, self.done, self.jobs)
         elif outcome.status == "ok":
             logger.info(
                 "ok %s (%d tokens, %.2fs) [%d/%d]",
@@ -152,8 +174,10 @@ class BatchReporter:
                 self.jobs,
             )
         else:
+            tokens = outcome.prompt_tokens + outcome.completion_tokens
+            paid = f" ({tokens:,} tokens paid)" if tokens else ""
             logger.warning(
-                "failed %s: %s [%d/%d]", outcome.file, outcome.error, self.done, self.jobs
+                "failed %s: %s%s [%d/%d]", outcome.file, outcome.error, paid, self.done, self.jobs
             )
         await self._update_artifact()
 

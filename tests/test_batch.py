@@ -455,3 +455,141 @@ def test_where_prefect_settings_could_set_an_api_url(tmp_path, monkeypatch, wher
     assert _settings_may_set_api_url(tmp_path) is maybe
     monkeypatch.setenv("PREFECT_PROFILE", "local")  # a chosen profile may set one
     assert _settings_may_set_api_url(tmp_path) is True
+
+
+@pytest.fixture
+def batch_log():
+    """The batch's log lines, whether or not the CLI's logging took the logger over."""
+    import logging
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    logger = logging.getLogger("llm_conductor.batch")
+    handler, level = Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def latest_artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            )
+            return sorted(found, key=lambda a: a.created)[-1]
+
+    artifact = asyncio.run(read())
+    return json.loads(artifact.data) if key == "batch-prompts" else artifact.data
+
+
+@both_modes
+def test_answers_served_from_the_cache_are_reported_as_cached_without_cost(
+    llm_server, dirs, task_per_prompt, batch_log
+):
+    """Outputs deleted, same prompts again: the answer cache serves them (0 calls), and no
+    token, cost or model time is reported for them a second time."""
+    src, out = dirs
+    llm_server.latency = 0.2
+    write(src / "a.md.prompt.md", "first prompt")
+    write(src / "b.md.prompt.md", "second prompt")
+    llm = provider(llm_server, model="gpt-4o-mini")  # a model with a price: cost is known
+    first = run_batch(llm, src, out, task_per_prompt=task_per_prompt)
+    assert first.ok == 2 and first.cost > 0 and first.prompt_tokens > 0
+    (out / "a.md").unlink()
+    (out / "b.md").unlink()
+    llm_server.reset()
+    batch_log.clear()
+
+    again = run_batch(llm, src, out, task_per_prompt=task_per_prompt)
+    assert llm_server.requests == []
+    assert (again.ok, again.cached, again.failed) == (2, 2, 0)
+    assert (again.prompt_tokens, again.completion_tokens, again.cost) == (0, 0, 0.0)
+    assert again.cost_known and "2 ok (2 cached)" in again.line()
+    assert "0 tokens, $0.0000" in again.line()
+    assert (out / "a.md").read_text().endswith("echo: first prompt")
+    for entry in Manifest.open(out).entries():
+        assert entry.cached and entry.status == "ok"
+        assert (entry.prompt_tokens, entry.completion_tokens, entry.cost) == (0, 0, 0.0)
+    lines = [line for line in batch_log if line.startswith("ok ")]
+    assert sorted(line.rsplit(" [", 1)[0] for line in lines) == [
+        "ok a.md.prompt.md (cached, no cost)",
+        "ok b.md.prompt.md (cached, no cost)",
+    ]
+    assert sorted(counters(lines)) == [(1, 2), (2, 2)]
+    rows = latest_artifact("batch-prompts")
+    assert {
+        (r["file"], r["cached"], r["prompt_tokens"], r["cost"], r["seconds"]) for r in rows
+    } == {
+        ("a.md.prompt.md", True, 0, 0.0, 0.0),
+        ("b.md.prompt.md", True, 0, 0.0, 0.0),
+    }
+    assert "| Of which cached (no cost) | 2 |" in latest_artifact("batch-summary")
+
+
+def counters(lines: list[str]) -> list[tuple[int, int]]:
+    import re
+
+    return [
+        tuple(map(int, m.groups())) for line in lines if (m := re.search(r"\[(\d+)/(\d+)\]$", line))
+    ]
+
+
+def test_progress_counts_problem_files_and_never_passes_the_total(
+    llm_server, dirs, tmp_path, batch_log
+):
+    """Every file prompt_files.py rejects is one step of [n/N]: never [2/1] or 200 %."""
+    src, out = dirs
+    write(src / "ok.prompt.md", "fine")
+    write(src / "empty.prompt.md", "  \n\t\n")
+    write(src / "latin1.prompt.md", "caf\xe9".encode("latin-1"))
+    (src / "link.prompt.md").symlink_to(write(tmp_path / "elsewhere.prompt.md", "outside"))
+    (src / "broken.prompt.md").symlink_to(src / "missing-target")
+    write(src / "same.prompt.md", "auto format, writes same.md")
+    write(src / "same.md.prompt.md", "explicit md, writes same.md too")
+    summary = run_batch(provider(llm_server), src, out)
+    assert (summary.ok, summary.failed) == (2, 5)
+    steps = counters(batch_log)
+    assert sorted(steps) == [(n, 7) for n in range(1, 8)], batch_log
+    assert float(latest_artifact("batch-progress")) == 100.0
+
+    batch_log.clear()  # the good ones are up to date now: only the problems are counted
+    again = run_batch(provider(llm_server), src, out)
+    assert (again.up_to_date, again.failed) == (2, 5)
+    assert sorted(counters(batch_log)) == [(n, 5) for n in range(1, 6)], batch_log
+    assert float(latest_artifact("batch-progress")) == 100.0
+
+
+def test_tokens_of_rejected_answers_count_everywhere(llm_server, dirs, batch_log):
+    """A `.json` prompt whose answer holds no JSON was paid for: its tokens and cost are in
+    the manifest, the summary, the artifacts and what --max-cost compares with."""
+    src, out = dirs
+    llm_server.reply = "I am sorry, I cannot produce the requested data right now."
+    write(src / "a.json.prompt.md", "give me json about a")
+    write(src / "b.json.prompt.md", "give me json about b")
+    llm = provider(llm_server, model="gpt-4o-mini")
+    summary = run_batch(llm, src, out, parallelism=1, max_cost=1e-9)
+    assert (summary.failed, summary.not_started, len(llm_server.requests)) == (1, 1, 1)
+    usage = llm_server.requests[0]  # what the server billed
+    del usage
+    assert summary.prompt_tokens > 0 and summary.completion_tokens > 0 and summary.cost > 0
+    (entry,) = [e for e in Manifest.open(out).entries() if e.status == "failed"]
+    assert (entry.prompt_tokens, entry.completion_tokens) == (
+        summary.prompt_tokens,
+        summary.completion_tokens,
+    )
+    assert entry.cost == pytest.approx(summary.cost) and entry.attempts == 1
+    (row,) = [r for r in latest_artifact("batch-prompts") if r["status"] == "failed"]
+    assert row["completion_tokens"] == summary.completion_tokens and row["cost"] > 0
+    assert any("tokens paid)" in line for line in batch_log)
