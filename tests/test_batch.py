@@ -593,3 +593,29 @@ def test_tokens_of_rejected_answers_count_everywhere(llm_server, dirs, batch_log
     (row,) = [r for r in latest_artifact("batch-prompts") if r["status"] == "failed"]
     assert row["completion_tokens"] == summary.completion_tokens and row["cost"] > 0
     assert any("tokens paid)" in line for line in batch_log)
+
+
+def test_outputs_carry_the_seeds_metadata_keys_and_when_they_were_generated(llm_server, dirs):
+    """Scripts written for the seed read these keys of ``_llm_metadata``; ours stay too."""
+    from datetime import UTC, datetime, timedelta
+
+    src, out = dirs
+    llm_server.reply = reply_json_or_text
+    write(src / "a.json.prompt.md", "prompt a as json")
+    write(src / "b.md.prompt.md", "prompt b")
+    before = datetime.now(UTC)
+    run_batch(provider(llm_server, model="gpt-4o-mini", temperature=0.3), src, out)
+    as_json = json.loads((out / "a.json").read_text())["_llm_metadata"]
+    header = (out / "b.md").read_text().splitlines()[1]
+    as_text = json.loads(header.removeprefix("<!-- LLM Metadata: ").removesuffix(" -->"))
+    for meta in (as_json, as_text):
+        assert meta["temperature"] == 0.3
+        assert meta["total_tokens"] == meta["prompt_tokens"] + meta["completion_tokens"] > 0
+        assert meta["elapsed_seconds"] == round(meta["elapsed"], 2)
+        generated = datetime.fromisoformat(meta["generation_date"])
+        assert generated.utcoffset() == timedelta(0)
+        assert before <= generated <= datetime.now(UTC)
+        assert meta["generation_id"] == meta["response_id"] and meta["generation_id"]
+        assert meta["cost_usd"] == meta["cost"] > 0
+        assert meta["cost_calculation_method"] == "litellm_actual"
+        assert meta["provider"] == "openai" and meta["model"] == "gpt-4o-mini"

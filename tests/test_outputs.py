@@ -510,3 +510,17 @@ def test_prompt_key_recipe_is_pinned() -> None:
 
 def test_seed_hash_is_sha256_of_the_bytes() -> None:
     assert seed_hash(b"abc") == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_output_metadata_says_when_no_price_is_known() -> None:
+    from blocks.config import ProviderConfig
+    from blocks.result import Completion, Usage
+    from tasks.outputs import output_metadata
+
+    completion = Completion(
+        text="x", provider="openai-codex", model="gpt-5", usage=Usage(prompt_tokens=3)
+    )
+    meta = output_metadata(completion, ProviderConfig(kind="openai-codex"))
+    assert (meta["cost_usd"], meta["cost_calculation_method"]) == (None, None)
+    assert meta["temperature"] is None and meta["total_tokens"] == 3
+    assert meta["generation_id"] is None and meta["generation_date"].endswith("+00:00")
