@@ -575,7 +575,7 @@ def test_tokens_of_rejected_answers_count_everywhere(llm_server, dirs, batch_log
     """A `.json` prompt whose answer holds no JSON was paid for: its tokens and cost are in
     the manifest, the summary, the artifacts and what --max-cost compares with."""
     src, out = dirs
-    llm_server.reply = "I am sorry, I cannot produce the requested data right now."
+    llm_server.reply = "Sorry, I found no data for this, so the result is {} for now."
     write(src / "a.json.prompt.md", "give me json about a")
     write(src / "b.json.prompt.md", "give me json about b")
     llm = provider(llm_server, model="gpt-4o-mini")
