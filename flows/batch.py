@@ -30,7 +30,7 @@ from blocks.tracing import traced_flow
 # imports Prefect.
 from flows.batch_run import run_batch, run_batch_mode
 from flows.interrupt import on_interrupt
-from tasks.batch import BatchPlan, Job, plan_batch
+from tasks.batch import BatchPlan, Job, plan_batch, warn_missing
 from tasks.generate import (
     GeneratedOutput,
     answer_cache,
@@ -110,6 +110,8 @@ async def execute_plan(
     # Problem files are outcomes too: the counter runs over them and the jobs.
     reporter = BatchReporter(len(plan.jobs) + len(plan.problems))
     await reporter.start()
+    warn_missing(plan)
+    reporter.summary.missing = len(plan.missing)
     for problem in plan.problems:
         await reporter.record(
             PromptOutcome(file=_problem_file(problem), status="failed", error=str(problem))

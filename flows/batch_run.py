@@ -17,7 +17,7 @@ from pathlib import Path
 from blocks.config import ProviderConfig
 from blocks.errors import ConductorError, UsageError
 from flows.prefect_api import prefect_api, prefect_api_url
-from tasks.batch import BatchPlan, plan_batch
+from tasks.batch import BatchPlan, plan_batch, warn_missing
 from tasks.limits import estimate_tokens
 from tasks.manifest import STATE_DIR, Manifest
 from tasks.prompt_files import read_prompt
@@ -65,6 +65,8 @@ def dry_run(plan: BatchPlan, provider: ProviderConfig) -> None:
         print(f"would run  {job.prompt.relative}  ({job.reason})")
     for problem in plan.problems:
         print(f"problem    {problem}")
+    for missing in plan.missing:
+        print(f"missing    {missing} (skipped)")
     tokens, cost = estimate_plan(plan, provider)
     cost_text = f"${cost:.4f} for input" if cost is not None else "cost unknown for this model"
     print(
@@ -108,7 +110,10 @@ def run_batch(
             dry_run(plan, provider)
             return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
         if not plan.jobs and not plan.problems:
-            return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
+            warn_missing(plan)  # else the flow warns, after planning again
+            return BatchSummary(
+                total=plan.total, up_to_date=len(plan.up_to_date), missing=len(plan.missing)
+            )
     provider.check_ready()
     from blocks.llm_provider import LLMProvider
     from flows.batch import run_prompt_batch

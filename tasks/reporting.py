@@ -45,6 +45,8 @@ class BatchSummary(BaseModel):
     failed: int = 0
     up_to_date: int = 0
     not_started: int = 0
+    #: Listed in ``--files-from`` but no longer there: warned about, not failed.
+    missing: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -64,6 +66,8 @@ class BatchSummary(BaseModel):
         parts = [ok, f"{self.failed} failed", f"{self.up_to_date} up to date"]
         if self.not_started:
             parts.append(f"{self.not_started} not started (--max-cost reached)")
+        if self.missing:
+            parts.append(f"{self.missing} listed but missing (skipped)")
         return (
             f"batch: {self.total} prompts: {', '.join(parts)}; "
             f"{self.prompt_tokens + self.completion_tokens:,} tokens, {cost}, {self.seconds:.1f}s"

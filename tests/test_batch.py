@@ -250,6 +250,33 @@ def test_files_from_runs_exactly_the_listed_prompts(llm_server, dirs):
     assert prompts_sent(llm_server) == ["B"]
 
 
+def test_files_from_as_the_seed_lists_them_and_deleted_prompts_only_warn(
+    llm_server, dirs, tmp_path, monkeypatch, batch_log
+):
+    """Lines relative to --input-dir (the seed's rule) or to here both work; a prompt that a
+    diff lists as deleted is a warning, not a failure."""
+    src, out = dirs
+    write(src / "sub/a.prompt.md", "A")
+    write(src / "b.prompt.md", "B")
+    monkeypatch.chdir(tmp_path)
+    listed = ["sub/a.prompt.md", "in/b.prompt.md", "in/deleted.prompt.md"]
+    summary = run_batch(provider(llm_server), Path("in"), out, files_from=listed)
+    assert sorted(prompts_sent(llm_server)) == ["A", "B"]
+    assert (summary.ok, summary.failed, summary.missing, summary.exit_code) == (2, 0, 1, 0)
+    assert "1 listed but missing (skipped)" in summary.line()
+    warnings = [line for line in batch_log if "deleted.prompt.md" in line]
+    assert warnings == [
+        "skipped in/deleted.prompt.md: no such file (listed in --files-from, no longer there)"
+    ]
+
+    batch_log.clear()  # only deleted prompts listed: nothing to do, still no failure
+    only_gone = run_batch(provider(llm_server), Path("in"), out, files_from=["gone.prompt.md"])
+    assert (only_gone.total, only_gone.missing, only_gone.exit_code) == (0, 1, 0)
+    assert batch_log == [
+        "skipped gone.prompt.md: no such file (listed in --files-from, no longer there)"
+    ]
+
+
 def test_usage_errors(llm_server, dirs, tmp_path):
     src, out = dirs
     src.mkdir()
