@@ -50,6 +50,27 @@ def test_run_streams_only_the_answer_to_stdout(llm_server, openai_env, tmp_path)
     assert not log.exists() or "sk-cli-test-secret" not in log.read_text()
 
 
+@pytest.mark.parametrize("stream", [[], ["--no-stream"]], ids=["streamed", "at-the-end"])
+def test_run_adds_a_final_newline_unless_raw(llm_server, openai_env, stream):
+    llm_server.reply = "no newline at the end,\r\n  spaces and ünïcode  "
+    plain = subprocess.run(
+        [CLI, "run", "-p", "openai", "-m", "m", "--prompt", "hi", *stream],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **openai_env},
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == "no newline at the end,\r\n  spaces and ünïcode  \n".encode()
+    raw = subprocess.run(
+        [CLI, "run", "-p", "openai", "-m", "m", "--prompt", "hi", "--raw", *stream],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **openai_env},
+    )
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout == "no newline at the end,\r\n  spaces and ünïcode  ".encode()
+
+
 def test_run_with_prompt_flag_and_offline_provider():
     result = cli("run", "-p", "random", "--prompt", "give me a list of squares")
     assert result.returncode == 0, result.stderr
