@@ -30,6 +30,7 @@ from blocks.tracing import traced_flow
 # imports Prefect.
 from flows.batch_run import run_batch, run_batch_mode
 from flows.interrupt import on_interrupt
+from flows.logs import FILE_ONLY
 from tasks.batch import BatchPlan, Job, plan_batch, warn_missing
 from tasks.generate import (
     GeneratedOutput,
@@ -107,6 +108,19 @@ async def execute_plan(
 ) -> BatchSummary:
     """Run the plan's jobs with ``parallelism`` workers; every outcome is reported."""
     workers = min(parallelism or provider.max_in_flight, max(1, len(plan.jobs)))
+    reasons = collections.Counter(job.reason for job in plan.jobs)
+    logger.debug(
+        "plan: %d to run %s, %d up to date, %d problems, %d missing; %d workers on %s, %s",
+        len(plan.jobs),
+        dict(reasons),
+        len(plan.up_to_date),
+        len(plan.problems),
+        len(plan.missing),
+        workers,
+        provider.label,
+        "a task run per prompt" if task_per_prompt else "a task run per worker",
+        extra=FILE_ONLY,
+    )
     # Problem files are outcomes too: the counter runs over them and the jobs.
     reporter = BatchReporter(len(plan.jobs) + len(plan.problems))
     await reporter.start()
@@ -193,6 +207,7 @@ async def run_job(
         if not generated.cached:
             paid = completion
             await gate.spend_tokens(completion.usage.total_tokens, estimate)
+        _log_answer(name, job, generated)
         output = job.prompt.output_path(output_dir, generated.is_json)
         write_atomic(output, generated.text)
     except (ConductorError, OSError) as error:
@@ -207,6 +222,29 @@ async def run_job(
     relative = str(output.relative_to(output_dir))
     manifest.record(Entry.succeeded(name, job.key, relative, completion, cached=paid is None))
     return _outcome(name, "ok", paid)
+
+
+def _log_answer(name: str, job: Job, generated: GeneratedOutput) -> None:
+    completion = generated.completion
+    if generated.cached:
+        logger.debug("%s: answer for key %s read from the cache", name, job.key, extra=FILE_ONLY)
+        return
+    logger.debug(
+        "%s (%s, key %s): %d+%d tokens, cost %s, %d attempt(s), %d segment(s), "
+        "finish_reason %s, response %s, %.2fs",
+        name,
+        job.reason,
+        job.key,
+        completion.prompt_tokens,
+        completion.completion_tokens,
+        "unknown" if completion.cost is None else f"${completion.cost:.6f}",
+        completion.attempts,
+        completion.segments,
+        completion.finish_reason,
+        completion.response_id,
+        completion.elapsed,
+        extra=FILE_ONLY,
+    )
 
 
 def _outcome(
