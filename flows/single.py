@@ -5,6 +5,8 @@ Run it with ``llm-conductor run`` or ``python -m flows.single``.
 
 from __future__ import annotations
 
+import re
+
 from prefect import flow
 
 from blocks.llm_provider import LLMProvider
@@ -14,14 +16,43 @@ from flows.prefect_api import prefect_api_url
 from tasks.llm import call_model, complete
 from tasks.stopping import stop_propagates
 
-__all__ = ["complete_prompt", "run_single"]
+__all__ = ["answer_markdown", "complete_prompt", "run_single"]
 
 
+# persist_result: the completion is the run's result, read back through the API by whoever
+# triggered a deployment run (without it: MissingResult).
 @traced_flow
-@flow(name="Complete one prompt", description="Send one prompt to one provider.")
+@flow(
+    name="Complete one prompt",
+    description="Send one prompt to one provider; artifact single-answer holds the answer.",
+    persist_result=True,
+)
 async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = False) -> Completion:
-    """Complete one prompt through the ``call-model`` task."""
-    return await stop_propagates(call_model(provider, prompt, stream=stream))
+    """Complete one prompt through the ``call-model`` task; the answer is also the flow run's
+    markdown artifact ``single-answer``."""
+    from prefect.artifacts import acreate_markdown_artifact
+
+    completion = await stop_propagates(call_model(provider, prompt, stream=stream))
+    await acreate_markdown_artifact(
+        answer_markdown(completion),
+        key="single-answer",
+        description=f"The answer of {completion.provider}:{completion.model}",
+    )
+    return completion
+
+
+def answer_markdown(completion: Completion) -> str:
+    """The answer as markdown: the text verbatim in a fence no line of it can close, then
+    provider, model, tokens and cost."""
+    longest = max((len(run) for run in re.findall(r"`+", completion.text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    cost = "unknown" if completion.cost is None else f"${completion.cost:.6f}"
+    return (
+        f"# Answer\n\n{fence}text\n{completion.text.rstrip(chr(10))}\n{fence}\n\n"
+        "| provider | model | prompt tokens | completion tokens | cost |\n|---|---|---|---|---|\n"
+        f"| {completion.provider} | {completion.model} | {completion.prompt_tokens} "
+        f"| {completion.completion_tokens} | {cost} |\n"
+    )
 
 
 async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False) -> Completion:
