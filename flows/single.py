@@ -5,8 +5,6 @@ Run it with ``llm-conductor run`` or ``python -m flows.single``.
 
 from __future__ import annotations
 
-import re
-
 from prefect import flow
 
 from blocks.llm_provider import LLMProvider
@@ -14,9 +12,10 @@ from blocks.result import Completion
 from blocks.tracing import flow_span, traced_flow
 from flows.prefect_api import prefect_api_url
 from tasks.llm import call_model, complete
+from tasks.reporting import answer_markdown
 from tasks.stopping import stop_propagates
 
-__all__ = ["answer_markdown", "complete_prompt", "run_single"]
+__all__ = ["complete_prompt", "run_single"]
 
 
 # persist_result: the completion is the run's result, read back through the API by whoever
@@ -39,20 +38,6 @@ async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = Fal
         description=f"The answer of {completion.provider}:{completion.model}",
     )
     return completion
-
-
-def answer_markdown(completion: Completion) -> str:
-    """The answer as markdown: the text verbatim in a fence no line of it can close, then
-    provider, model, tokens and cost."""
-    longest = max((len(run) for run in re.findall(r"`+", completion.text)), default=0)
-    fence = "`" * max(3, longest + 1)
-    cost = "unknown" if completion.cost is None else f"${completion.cost:.6f}"
-    return (
-        f"# Answer\n\n{fence}text\n{completion.text.rstrip(chr(10))}\n{fence}\n\n"
-        "| provider | model | prompt tokens | completion tokens | cost |\n|---|---|---|---|---|\n"
-        f"| {completion.provider} | {completion.model} | {completion.prompt_tokens} "
-        f"| {completion.completion_tokens} | {cost} |\n"
-    )
 
 
 async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False) -> Completion:

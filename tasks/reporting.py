@@ -1,15 +1,19 @@
-"""Progress of a batch: terminal (bar on a TTY, plain lines otherwise) and Prefect artifacts."""
+"""Progress of a batch: terminal (bar on a TTY, plain lines otherwise) and Prefect artifacts;
+and the markdown of a single prompt's answer (its flow run's artifact)."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["BatchReporter", "BatchSummary", "PromptOutcome"]
+from blocks.result import Completion
+
+__all__ = ["BatchReporter", "BatchSummary", "PromptOutcome", "answer_markdown"]
 
 logger = logging.getLogger("llm_conductor.batch")
 _ARTIFACT_INTERVAL = 2.0  # seconds between progress-artifact updates: each is an API call
@@ -211,7 +215,7 @@ class BatchReporter:
             await acreate_table_artifact(
                 table or [{"file": "-", "status": "nothing to do"}],
                 key="batch-prompts",
-                description="Per prompt: file, status, tokens, cost, seconds, error",
+                description="Per prompt: file, status, cached, tokens, cost, seconds, error",
             )
         return self.summary
 
@@ -220,3 +224,17 @@ def _in_flow_run() -> bool:
     from prefect.context import FlowRunContext
 
     return FlowRunContext.get() is not None
+
+
+def answer_markdown(completion: Completion) -> str:
+    """The answer as markdown: the text verbatim in a fence no line of it can close, then
+    provider, model, tokens and cost."""
+    longest = max((len(run) for run in re.findall(r"`+", completion.text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    cost = "unknown" if completion.cost is None else f"${completion.cost:.6f}"
+    return (
+        f"# Answer\n\n{fence}text\n{completion.text.rstrip(chr(10))}\n{fence}\n\n"
+        "| provider | model | prompt tokens | completion tokens | cost |\n|---|---|---|---|---|\n"
+        f"| {completion.provider} | {completion.model} | {completion.prompt_tokens} "
+        f"| {completion.completion_tokens} | {cost} |\n"
+    )
