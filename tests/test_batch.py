@@ -646,3 +646,37 @@ def test_outputs_carry_the_seeds_metadata_keys_and_when_they_were_generated(llm_
         assert meta["cost_usd"] == meta["cost"] > 0
         assert meta["cost_calculation_method"] == "litellm_actual"
         assert meta["provider"] == "openai" and meta["model"] == "gpt-4o-mini"
+
+
+def test_debug_detail_stays_off_prefects_api(llm_server, dirs):
+    """The log file's per-prompt DEBUG lines are not stored by Prefect (a row each); the
+    INFO lines still reach the flow run's logs."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    src, out = dirs
+    write(src / "a.prompt.md", "api logs prompt")
+    ours = logging.getLogger("llm_conductor")
+    level = ours.level
+    ours.setLevel(logging.DEBUG)
+    try:
+        run_batch(provider(llm_server), src, out)
+    finally:
+        ours.setLevel(level)
+
+    async def messages() -> list[str]:
+        async with get_client() as client:
+            [latest] = await client.read_flow_runs(sort="START_TIME_DESC", limit=1)
+            flow_run = LogFilterFlowRunId(any_=[latest.id])
+            for _ in range(600):  # logs reach the API in batches, shortly after the run
+                logs = await client.read_logs(log_filter=LogFilter(flow_run_id=flow_run))
+                if any(log.message.startswith("ok a.prompt.md") for log in logs):
+                    break
+                await asyncio.sleep(0.1)
+            return [log.message for log in logs]
+
+    found = asyncio.run(messages())
+    assert any(m.startswith("ok a.prompt.md") for m in found), found
+    assert not any(m.startswith(("plan:", "a.prompt.md (new, key")) for m in found), found
