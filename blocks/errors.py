@@ -5,7 +5,7 @@ one line that says what went wrong and, where possible, what to do about it::
 
     ConductorError
     ├── UsageError                 bad flags, env or input: exit code 2, no provider call
-    │   ├── UnknownProvider
+    │   ├── UnknownProvider        also a ValueError, as the seed's get_provider raised
     │   └── NeedsKey               names the variable to set
     ├── ProviderError              one LLM call failed (.provider, .status_code, .retryable)
     │   ├── RateLimited            429; may carry .retry_after seconds
@@ -47,8 +47,12 @@ class UsageError(ConductorError):
     """Bad flags, environment or input; nothing was sent to a provider."""
 
 
-class UnknownProvider(UsageError):
-    """The provider name is not registered and is not a litellm model string."""
+class UnknownProvider(UsageError, ValueError):
+    """The provider name is not registered and is not a litellm model string.
+
+    Also a ``ValueError``: scripts written for the seed llm-conductor catch that around
+    ``get_provider``.
+    """
 
 
 class NeedsKey(UsageError):

@@ -18,22 +18,24 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from prefect import flow
 
 from blocks.errors import ConductorError, InvalidOutput
 from blocks.llm_provider import LLMProvider
+from blocks.result import Completion
 from blocks.tracing import traced_flow
 
 # The entry points, re-exported: they live in flows/batch_run.py, which plans before it
 # imports Prefect.
 from flows.batch_run import run_batch, run_batch_mode
 from flows.interrupt import on_interrupt
-from tasks.batch import BatchPlan, Job, plan_batch
+from flows.logs import FILE_ONLY
+from tasks.batch import BatchPlan, Job, plan_batch, warn_missing
 from tasks.generate import (
     GeneratedOutput,
     answer_cache,
+    generate_in_task_run,
     generate_output,
     generate_output_cached,
     work_through_prompts,
@@ -106,8 +108,24 @@ async def execute_plan(
 ) -> BatchSummary:
     """Run the plan's jobs with ``parallelism`` workers; every outcome is reported."""
     workers = min(parallelism or provider.max_in_flight, max(1, len(plan.jobs)))
-    reporter = BatchReporter(len(plan.jobs))
+    reasons = collections.Counter(job.reason for job in plan.jobs)
+    logger.debug(
+        "plan: %d to run %s, %d up to date, %d problems, %d missing; %d workers on %s, %s",
+        len(plan.jobs),
+        dict(reasons),
+        len(plan.up_to_date),
+        len(plan.problems),
+        len(plan.missing),
+        workers,
+        provider.label,
+        "a task run per prompt" if task_per_prompt else "a task run per worker",
+        extra=FILE_ONLY,
+    )
+    # Problem files are outcomes too: the counter runs over them and the jobs.
+    reporter = BatchReporter(len(plan.jobs) + len(plan.problems))
     await reporter.start()
+    warn_missing(plan)
+    reporter.summary.missing = len(plan.missing)
     for problem in plan.problems:
         await reporter.record(
             PromptOutcome(file=_problem_file(problem), status="failed", error=str(problem))
@@ -121,11 +139,7 @@ async def execute_plan(
     generate: Generate
     if task_per_prompt:
         per_prompt = generate_output.with_options(refresh_cache=force) if force else generate_output
-
-        async def in_task_run(*args: Any) -> GeneratedOutput:
-            return await stop_propagates(per_prompt(*args, scope=scope))
-
-        generate = in_task_run
+        generate = functools.partial(generate_in_task_run, per_prompt, scope=scope)
     else:
         cache = await answer_cache()
         generate = functools.partial(generate_output_cached, cache, scope=scope, refresh=force)
@@ -183,31 +197,70 @@ async def run_job(
     """One prompt: read, generate (cached), write atomically, record. Never raises for a
     failure of this prompt alone, so one bad prompt cannot stop the others."""
     name = str(job.prompt.relative)
+    paid: Completion | None = None  # an answer this run paid for, written or not
     try:
         _raw, text = read_prompt(job.prompt)
         estimate = estimate_tokens(text)
         async with gate.slot(estimate):
             generated = await generate(provider, text, job.key, job.output_format, name)
         completion = generated.completion
-        await gate.spend_tokens(completion.usage.total_tokens, estimate)
+        if not generated.cached:
+            paid = completion
+            await gate.spend_tokens(completion.usage.total_tokens, estimate)
+        _log_answer(name, job, generated)
         output = job.prompt.output_path(output_dir, generated.is_json)
         write_atomic(output, generated.text)
     except (ConductorError, OSError) as error:
         message = " ".join(str(error).split())
+        paid = paid or getattr(error, "completion", None)
         if isinstance(error, InvalidOutput) and error.answer is not None:
             kept = output_dir / STATE_DIR / "rejected" / f"{name}.txt"
             write_atomic(kept, error.answer)
             message += f" (answer kept in {kept.relative_to(output_dir)})"
-        manifest.record(Entry.failed(name, job.key, message))
-        return PromptOutcome(file=name, status="failed", error=message)
-    manifest.record(Entry.succeeded(name, job.key, str(output.relative_to(output_dir)), completion))
+        manifest.record(Entry.failed(name, job.key, message, paid=paid))
+        return _outcome(name, "failed", paid, error=message)
+    relative = str(output.relative_to(output_dir))
+    manifest.record(Entry.succeeded(name, job.key, relative, completion, cached=paid is None))
+    return _outcome(name, "ok", paid)
+
+
+def _log_answer(name: str, job: Job, generated: GeneratedOutput) -> None:
+    completion = generated.completion
+    if generated.cached:
+        logger.debug("%s: answer for key %s read from the cache", name, job.key, extra=FILE_ONLY)
+        return
+    logger.debug(
+        "%s (%s, key %s): %d+%d tokens, cost %s, %d attempt(s), %d segment(s), "
+        "finish_reason %s, response %s, %.2fs",
+        name,
+        job.reason,
+        job.key,
+        completion.prompt_tokens,
+        completion.completion_tokens,
+        "unknown" if completion.cost is None else f"${completion.cost:.6f}",
+        completion.attempts,
+        completion.segments,
+        completion.finish_reason,
+        completion.response_id,
+        completion.elapsed,
+        extra=FILE_ONLY,
+    )
+
+
+def _outcome(
+    name: str, status: str, paid: Completion | None, error: str | None = None
+) -> PromptOutcome:
+    """What a prompt cost this run: ``paid``'s usage, or nothing (an ok one was cached)."""
+    if paid is None:
+        return PromptOutcome(file=name, status=status, cached=status == "ok", cost=0.0, error=error)
     return PromptOutcome(
         file=name,
-        status="ok",
-        prompt_tokens=completion.prompt_tokens,
-        completion_tokens=completion.completion_tokens,
-        cost=completion.cost,
-        seconds=round(completion.elapsed, 3),
+        status=status,
+        prompt_tokens=paid.prompt_tokens,
+        completion_tokens=paid.completion_tokens,
+        cost=paid.cost,
+        seconds=round(paid.elapsed, 3),
+        error=error,
     )
 
 

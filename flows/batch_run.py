@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from blocks.config import ProviderConfig
 from blocks.errors import ConductorError, UsageError
 from flows.prefect_api import prefect_api, prefect_api_url
-from tasks.batch import BatchPlan, plan_batch
+from tasks.batch import BatchPlan, plan_batch, warn_missing
 from tasks.limits import estimate_tokens
 from tasks.manifest import STATE_DIR, Manifest
 from tasks.prompt_files import read_prompt
@@ -64,6 +65,8 @@ def dry_run(plan: BatchPlan, provider: ProviderConfig) -> None:
         print(f"would run  {job.prompt.relative}  ({job.reason})")
     for problem in plan.problems:
         print(f"problem    {problem}")
+    for missing in plan.missing:
+        print(f"missing    {missing} (skipped)")
     tokens, cost = estimate_plan(plan, provider)
     cost_text = f"${cost:.4f} for input" if cost is not None else "cost unknown for this model"
     print(
@@ -107,7 +110,10 @@ def run_batch(
             dry_run(plan, provider)
             return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
         if not plan.jobs and not plan.problems:
-            return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
+            warn_missing(plan)  # else the flow warns, after planning again
+            return BatchSummary(
+                total=plan.total, up_to_date=len(plan.up_to_date), missing=len(plan.missing)
+            )
     provider.check_ready()
     from blocks.llm_provider import LLMProvider
     from flows.batch import run_prompt_batch
@@ -132,18 +138,24 @@ def run_batch(
 
 def run_batch_mode(
     provider: ProviderConfig,
-    parallelism: int | None,
-    verbose: bool,
-    force: bool,
-    input_dir: Path,
-    output_dir: Path,
+    prompt_files: Iterable[Path | str] | None = None,
+    parallelism: int | None = None,
+    verbose: bool = False,
+    force: bool = False,
+    input_dir: Path | None = None,
+    output_dir: Path | None = None,
     recursive: bool = False,
 ) -> int:
-    """The seed llm-conductor's Python API: run a batch and return the exit code."""
+    """The seed llm-conductor's Python API: run a batch and return the exit code.
+
+    Positional arguments in the seed's order; ``prompt_files`` None scans ``input_dir``.
+    """
     from flows.logs import configure_logging
 
     configure_logging(verbose)
     try:
+        if input_dir is None or output_dir is None:
+            raise UsageError("input_dir and output_dir are required")
         summary = run_batch(
             provider,
             Path(input_dir),
@@ -151,6 +163,7 @@ def run_batch_mode(
             recursive=recursive,
             parallelism=parallelism,
             force=force,
+            files_from=None if prompt_files is None else [str(p) for p in prompt_files],
         )
     except UsageError as error:
         logger.error("%s", error)

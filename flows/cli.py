@@ -202,10 +202,15 @@ def run(
     no_stream: Annotated[
         bool, typer.Option("--no-stream", help="Print the answer at the end, not as it arrives.")
     ] = False,
+    raw: Annotated[
+        bool,
+        typer.Option("--raw", help="Print the answer byte for byte: no newline added at the end."),
+    ] = False,
 ) -> None:
     """Send one prompt and stream the answer to stdout.
 
-    Only the answer goes to stdout; logs and errors go to stderr. With PREFECT_API_URL set the
+    Only the answer goes to stdout, followed by a newline when it does not end with one
+    (--raw: exactly the answer); logs and errors go to stderr. With PREFECT_API_URL set the
     call is a flow run in that Prefect server's UI; without it no Prefect server is started.
     """
     from flows.single import run_single
@@ -225,7 +230,7 @@ def run(
     completion = asyncio.run(run_single(text, llm, stream=not no_stream))
     if no_stream:
         sys.stdout.write(completion.text)
-    if not completion.text.endswith("\n"):
+    if not raw and not completion.text.endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()
 

@@ -1,4 +1,9 @@
-"""Logging for the CLI: DEBUG to a rotating file, INFO and up (or DEBUG with -v) to stderr."""
+"""Logging for the CLI: DEBUG to a rotating file, INFO and up (or DEBUG with -v) to stderr.
+
+Per-prompt detail is logged at DEBUG with ``extra=FILE_ONLY``: it is for the log file (and
+stderr with -v), not for Prefect's API, which gets our INFO lines (PREFECT_LOGGING_EXTRA_LOGGERS)
+and would otherwise store a row per DEBUG line too.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["LOG_FILE", "configure_logging", "set_stderr_level"]
+__all__ = ["FILE_ONLY", "LOG_FILE", "configure_logging", "set_stderr_level"]
 
 LOG_FILE = Path(".local/logs/llm-conductor.log")
+#: ``extra`` for log calls that Prefect's API log handler must skip (it reads ``send_to_api``).
+FILE_ONLY = {"send_to_api": False}
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 

@@ -12,16 +12,32 @@ from blocks.result import Completion
 from blocks.tracing import flow_span, traced_flow
 from flows.prefect_api import prefect_api_url
 from tasks.llm import call_model, complete
+from tasks.reporting import answer_markdown
 from tasks.stopping import stop_propagates
 
 __all__ = ["complete_prompt", "run_single"]
 
 
+# persist_result: the completion is the run's result, read back through the API by whoever
+# triggered a deployment run (without it: MissingResult).
 @traced_flow
-@flow(name="Complete one prompt", description="Send one prompt to one provider.")
+@flow(
+    name="Complete one prompt",
+    description="Send one prompt to one provider; artifact single-answer holds the answer.",
+    persist_result=True,
+)
 async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = False) -> Completion:
-    """Complete one prompt through the ``call-model`` task."""
-    return await stop_propagates(call_model(provider, prompt, stream=stream))
+    """Complete one prompt through the ``call-model`` task; the answer is also the flow run's
+    markdown artifact ``single-answer``."""
+    from prefect.artifacts import acreate_markdown_artifact
+
+    completion = await stop_propagates(call_model(provider, prompt, stream=stream))
+    await acreate_markdown_artifact(
+        answer_markdown(completion),
+        key="single-answer",
+        description=f"The answer of {completion.provider}:{completion.model}",
+    )
+    return completion
 
 
 async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False) -> Completion:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +50,38 @@ class Provider:
 
 
 def get_provider(
-    name: str | None = None, model_name: str | None = None, **options: Any
+    provider_name: str | None = None,
+    model_name: str | None = None,
+    reasoning: str | None = None,
+    **options: Any,
 ) -> Provider:
-    """A provider by kind (or litellm model string), configured from the environment."""
-    return Provider(provider_from_env(name, model=model_name, **options))
+    """A provider by kind (or litellm model string), configured from the environment.
+
+    The seed's signature: ``reasoning`` is the reasoning effort (minimal, low, medium, high);
+    ``options`` are any other ``LLMProvider`` fields. An unknown provider raises
+    ``UnknownProvider``, which is also a ``ValueError`` as in the seed.
+    """
+    return Provider(
+        provider_from_env(provider_name, model=model_name, reasoning_effort=reasoning, **options)
+    )
 
 
 def _block(provider: Provider | LLMProvider) -> LLMProvider:
     return provider.block if isinstance(provider, Provider) else provider
 
 
-def run_single_mode(provider: Provider | LLMProvider, prompt: str | None = None) -> int:
-    """Stream one prompt's answer (``prompt`` or stdin) to stdout; returns the exit code."""
+def run_single_mode(
+    provider: Provider | LLMProvider, verbose: bool = False, *, prompt: str | None = None
+) -> int:
+    """Stream one prompt's answer (``prompt``, else stdin) to stdout; returns the exit code.
+
+    The seed's signature, ``run_single_mode(provider, verbose)``; ``verbose`` puts DEBUG
+    logs on stderr too. A newline follows an answer that does not end with one.
+    """
+    from flows.logs import configure_logging
     from flows.single import run_single
 
+    configure_logging(verbose)
     text = sys.stdin.read() if prompt is None else prompt
     if not text.strip():
         print("Error: the prompt is empty", file=sys.stderr)
@@ -82,14 +101,29 @@ def run_single_mode(provider: Provider | LLMProvider, prompt: str | None = None)
 
 def run_batch_mode(
     provider: Provider | LLMProvider,
-    parallelism: int | None,
-    verbose: bool,
-    force: bool,
-    input_dir: Path,
-    output_dir: Path,
+    prompt_files: Iterable[Path | str] | None = None,
+    parallelism: int | None = None,
+    verbose: bool = False,
+    force: bool = False,
+    input_dir: Path | None = None,
+    output_dir: Path | None = None,
     recursive: bool = False,
 ) -> int:
-    """Run a batch over ``input_dir``; returns the exit code (0 ok, 1 failures, 2 usage)."""
+    """Run a batch; returns the exit code (0 ok, 1 failures, 2 usage).
+
+    The seed's signature, ``run_batch_mode(provider, prompt_files, parallelism, verbose,
+    force, input_dir, output_dir)``: ``prompt_files`` are exactly the prompts to run (as
+    ``--files-from``), or None to scan ``input_dir`` (``recursive`` for subfolders).
+    """
     from flows.batch_run import run_batch_mode as run
 
-    return run(_block(provider), parallelism, verbose, force, input_dir, output_dir, recursive)
+    return run(
+        _block(provider),
+        prompt_files,
+        parallelism,
+        verbose,
+        force,
+        input_dir,
+        output_dir,
+        recursive,
+    )

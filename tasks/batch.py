@@ -8,6 +8,7 @@ llm-conductor (its hash is the sha256 of the prompt file's bytes) counts as up t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,17 @@ from blocks.errors import PromptFileError, UsageError
 from tasks.keys import prompt_key, seed_hash
 from tasks.manifest import Entry, Manifest
 from tasks.outputs import read_output_hash
-from tasks.prompt_files import PromptFile, discover_prompts, prompts_from_list, read_prompt
+from tasks.prompt_files import (
+    MissingPromptFile,
+    PromptFile,
+    discover_prompts,
+    prompts_from_list,
+    read_prompt,
+)
 
-__all__ = ["BatchPlan", "Job", "plan_batch", "select_prompts"]
+__all__ = ["BatchPlan", "Job", "plan_batch", "select_prompts", "warn_missing"]
+
+logger = logging.getLogger("llm_conductor.batch")
 
 
 @dataclass(frozen=True)
@@ -37,10 +46,18 @@ class BatchPlan:
     jobs: list[Job] = field(default_factory=list)
     up_to_date: list[PromptFile] = field(default_factory=list)
     problems: list[PromptFileError] = field(default_factory=list)
+    #: Listed in ``--files-from`` but gone: warned about, neither run nor failed.
+    missing: list[MissingPromptFile] = field(default_factory=list)
 
     @property
     def total(self) -> int:
         return len(self.jobs) + len(self.up_to_date) + len(self.problems)
+
+
+def warn_missing(plan: BatchPlan) -> None:
+    """One warning per listed file that no longer exists (a prompt deleted in the diff)."""
+    for missing in plan.missing:
+        logger.warning("skipped %s (listed in --files-from, no longer there)", missing)
 
 
 def select_prompts(
@@ -75,12 +92,14 @@ def plan_batch(
     retry_errors: bool = False,
 ) -> BatchPlan:
     """Decide which prompts must run; unreadable prompts become problems, not exceptions."""
-    prompts, problems = select_prompts(input_dir, recursive, files_from)
-    if not prompts and not problems:
+    prompts, found_problems = select_prompts(input_dir, recursive, files_from)
+    missing = [p for p in found_problems if isinstance(p, MissingPromptFile)]
+    problems = [p for p in found_problems if not isinstance(p, MissingPromptFile)]
+    if not prompts and not problems and not missing:
         where = "the --files-from list" if files_from is not None else str(input_dir)
         hint = "" if recursive or files_from is not None else " (use -r for subfolders)"
         raise UsageError(f"no *.prompt.md files in {where}{hint}")
-    plan = BatchPlan(problems=list(problems))
+    plan = BatchPlan(problems=problems, missing=missing)
     failed_before = manifest.failed() if retry_errors else set()
     params = provider.generation_params()
     for prompt in prompts:

@@ -8,10 +8,12 @@ each), for batches where Prefect's per-task-run cost, not the provider, sets the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-from prefect import task
+from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from prefect.results import ResultStore, get_result_store
@@ -20,13 +22,15 @@ from pydantic import BaseModel
 from blocks.errors import InvalidOutput
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
-from tasks.outputs import render_output
-from tasks.stopping import until_stopped
+from tasks.outputs import output_metadata, render_output
+from tasks.stopping import STOPPED, until_stopped
 
 __all__ = [
     "GeneratedOutput",
+    "RejectedAnswer",
     "answer_cache",
     "generate",
+    "generate_in_task_run",
     "generate_output",
     "generate_output_cached",
     "work_through_prompts",
@@ -39,6 +43,18 @@ class GeneratedOutput(BaseModel):
     completion: Completion
     text: str
     is_json: bool
+    #: Read back from the answer cache: nothing was sent or paid for in this run (always
+    #: False in the cache itself; set on the copy a cache hit returns).
+    cached: bool = False
+
+
+class RejectedAnswer(InvalidOutput):
+    """An answer that was paid for but does not fit the output format; ``completion`` says
+    what it cost, so that its tokens are counted like any other."""
+
+    def __init__(self, message: str, *, completion: Completion | None = None) -> None:
+        super().__init__(message, answer=completion.text if completion is not None else None)
+        self.completion = completion
 
 
 def cache_key(scope: str, key: str) -> str:
@@ -95,10 +111,28 @@ async def generate(
     """The body of ``generate_output``, without Prefect and without the cache."""
     completion = await provider.acomplete(prompt)
     try:
-        text, is_json = render_output(completion.text, output_format, key, completion.metadata())
+        text, is_json = render_output(
+            completion.text, output_format, key, output_metadata(completion, provider)
+        )
     except InvalidOutput as error:
-        raise InvalidOutput(str(error), answer=completion.text) from None
+        raise RejectedAnswer(str(error), completion=completion) from None
     return GeneratedOutput(completion=completion, text=text, is_json=is_json)
+
+
+async def generate_in_task_run(
+    task_: Task[..., Awaitable[GeneratedOutput]], *args: Any, **kwargs: Any
+) -> GeneratedOutput:
+    """Call ``generate_output`` (``task_``: it, or it with options) as a task run of its own;
+    an answer Prefect served from its cache comes back marked ``cached``.
+
+    A stopped task run cancels the caller, as ``tasks.stopping.stop_propagates`` does.
+    """
+    state = await task_(*args, **kwargs, return_state=True)
+    if state.is_cancelled():
+        raise asyncio.CancelledError(STOPPED)
+    output: GeneratedOutput = await state.aresult()
+    # Prefect names the state of a task run whose result came from the cache "Cached".
+    return output.model_copy(update={"cached": True}) if state.name == "Cached" else output
 
 
 async def answer_cache() -> ResultStore:
@@ -126,7 +160,8 @@ async def generate_output_cached(
     """
     storage_key = cache_key(scope, key)
     if not refresh and cache.exists(storage_key):
-        return cache.read(storage_key).result
+        hit: GeneratedOutput = cache.read(storage_key).result
+        return hit.model_copy(update={"cached": True})
     output = await generate(provider, prompt, key, output_format)
     cache.write(output, key=storage_key)
     return output

@@ -50,11 +50,13 @@ class Entry(NamedTuple):
         key: The ``prompt_key`` the run used.
         status: ``"ok"``, ``"failed"`` or ``"skipped"``.
         output: The output's path below the output dir, when one was written.
-        prompt_tokens, completion_tokens, cost: Usage of every call made for this prompt
-            (``usage`` gives them as a ``Usage``); cost is None when unknown.
+        prompt_tokens, completion_tokens, cost: Usage of every call made for this prompt in
+            this run, a rejected answer's included (``usage`` gives them as a ``Usage``);
+            cost is None when unknown. Zero for an answer read from the cache.
         attempts: Calls made, retries included.
         error: One line saying why the prompt failed.
         finished_at: ISO 8601 UTC time; ``Manifest.record`` stamps it when empty.
+        cached: The answer came from the answer cache: no call was made in this run.
     """
 
     relative: str
@@ -67,10 +69,15 @@ class Entry(NamedTuple):
     attempts: int = 0
     error: str | None = None
     finished_at: str = ""
+    cached: bool = False
 
     @classmethod
-    def succeeded(cls, relative: str, key: str, output: str, completion: Completion) -> Entry:
-        """The entry of a prompt whose output was written."""
+    def succeeded(
+        cls, relative: str, key: str, output: str, completion: Completion, cached: bool = False
+    ) -> Entry:
+        """The entry of a prompt whose output was written; a ``cached`` answer cost nothing."""
+        if cached:
+            return cls(relative, key, "ok", output, cost=0.0, finished_at=_now(), cached=True)
         usage = completion.usage
         return cls(
             relative,
@@ -85,9 +92,26 @@ class Entry(NamedTuple):
         )
 
     @classmethod
-    def failed(cls, relative: str, key: str, error: str, attempts: int = 1) -> Entry:
-        """The entry of a prompt that produced no output."""
-        return cls(relative, key, "failed", error=error, attempts=attempts, finished_at=_now())
+    def failed(
+        cls, relative: str, key: str, error: str, attempts: int = 1, paid: Completion | None = None
+    ) -> Entry:
+        """The entry of a prompt that produced no output; ``paid`` is the answer it got
+        anyway (rejected, or not written), whose usage counts."""
+        if paid is None:
+            return cls(relative, key, "failed", error=error, attempts=attempts, finished_at=_now())
+        usage = paid.usage
+        return cls(
+            relative,
+            key,
+            "failed",
+            None,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.cost,
+            paid.attempts,
+            error,
+            _now(),
+        )
 
     @property
     def usage(self) -> Usage:
@@ -114,6 +138,7 @@ class Entry(NamedTuple):
                 "attempts": self.attempts,
                 "error": self.error,
                 "finished_at": self.finished_at,
+                "cached": self.cached,
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -142,6 +167,7 @@ class Entry(NamedTuple):
             data.get("attempts", 0),
             data.get("error"),
             data.get("finished_at", ""),
+            data.get("cached", False),
         )
         if tuple(map(type, entry)) not in _SHAPES or entry.status not in _STATUSES:
             raise ValueError("not a manifest entry")
@@ -153,7 +179,7 @@ class Entry(NamedTuple):
 _NONE = type(None)
 # Every valid combination of field types, so that checking an entry is one set lookup.
 _SHAPES = frozenset(
-    (str, str, str, output, int, int, cost, int, error, str)
+    (str, str, str, output, int, int, cost, int, error, str, bool)
     for output in (str, _NONE)
     for cost in (int, float, _NONE)
     for error in (str, _NONE)

@@ -27,13 +27,14 @@ import os
 import re
 import secrets
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from blocks.errors import InvalidOutput
 from tasks.prompt_files import AUTO
 
-__all__ = ["extract_json", "read_output_hash", "render_output", "write_atomic"]
+__all__ = ["extract_json", "output_metadata", "read_output_hash", "render_output", "write_atomic"]
 
 _HTML = ("<!-- ", " -->")
 # Comment syntax (opening, closing) per extension; any other extension gets ``_HTML``.
@@ -68,7 +69,17 @@ _STRING_REST = re.compile(r'(?:[^"\\]|\\.)*+"', re.DOTALL)
 _NON_SPACE = re.compile(r"\S")
 _FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
 _DECODER = json.JSONDecoder()
+# Where a known cost came from, in the seed's ``cost_calculation_method`` words.
+_COST_METHODS = {"litellm": "litellm_actual", "claude": "cli_reported", "random": "offline"}
+
+if TYPE_CHECKING:
+    from blocks.config import ProviderConfig
+    from blocks.result import Completion
 _NONSTANDARD = "answer's JSON holds NaN, Infinity or a number too large for JSON"
+_IN_PROSE = (
+    "answer holds JSON only inside its sentences; strict JSON must be the answer, in a "
+    "fenced block or on lines of its own"
+)
 
 
 class _Found(NamedTuple):
@@ -88,17 +99,42 @@ class _Fence(NamedTuple):
 def extract_json(text: str) -> dict[str, Any] | list[Any]:
     """Return the JSON object or array an answer holds.
 
-    The first fenced block (```` ```json ```` or a bare ```` ``` ````) whose content is a JSON
-    object or array wins. Otherwise the longest object or array anywhere in the text does, so
-    prose around it, and braces within that prose, do not matter. Broken JSON is never
-    repaired, and a valid piece of a broken document (``{"b": 1}`` inside
-    ``{"a": {"b": 1}, oops}``) does not count.
+    Strict: the JSON must be the answer, not braces that happen to occur in a sentence. The
+    first fenced block (```` ```json ```` or a bare ```` ``` ````) whose content is a JSON
+    object or array wins. Otherwise the longest object or array set apart from the prose
+    does: it starts a line and ends one (whitespace aside), as the whole answer does, so
+    lines of prose before and after it are set aside but ``Use {} as a placeholder.`` holds
+    no JSON. Broken JSON is never repaired, and a valid piece of a broken document
+    (``{"b": 1}`` inside ``{"a": {"b": 1}, oops}``) does not count.
 
     Raises:
-        InvalidOutput: No JSON object or array (bare scalars do not count), or broken JSON;
-            the message is one line without the file's name.
+        InvalidOutput: No JSON object or array (bare scalars do not count), only JSON inside
+            sentences, or broken JSON; the message is one line without the file's name.
     """
     return _locate(text).value
+
+
+def output_metadata(completion: Completion, provider: ProviderConfig) -> dict[str, Any]:
+    """The ``_llm_metadata`` of an output: ours, plus every key the seed wrote.
+
+    Scripts written for the seed read ``temperature`` (None: the provider's default),
+    ``total_tokens``, ``elapsed_seconds``, ``generation_date`` (UTC, ISO 8601: when the answer
+    came back), ``generation_id`` (the server's response id), ``cost_usd`` and
+    ``cost_calculation_method`` (None, like the cost, when no price is known).
+    """
+    cost = completion.cost
+    return {
+        **completion.metadata(),
+        "temperature": provider.temperature,
+        "total_tokens": completion.usage.total_tokens,
+        "elapsed_seconds": round(completion.elapsed, 2),
+        "generation_date": datetime.now(UTC).isoformat(),
+        "generation_id": completion.response_id,
+        "cost_usd": cost,
+        "cost_calculation_method": None
+        if cost is None
+        else _COST_METHODS.get(provider.spec.backend, "provider_reported"),
+    }
 
 
 def render_output(
@@ -242,6 +278,7 @@ def _locate(text: str) -> _Found:
     # JSON ('{"a": {"b": 1}, oops}', a truncated answer, a Python dict), never the answer.
     broken_until = -1
     worst: tuple[int, json.JSONDecodeError] | None = None  # (extent, error) to report
+    in_prose = False  # a valid value was seen, but inside a sentence
     pos = 0
     while match := _OPENERS.search(text, pos):
         start = match.start()
@@ -256,18 +293,34 @@ def _locate(text: str) -> _Found:
                 worst = (extent - start, exc)
             pos = start + 1
             continue
-        if end > broken_until and (best is None or end - start > best.end - best.start):
-            best = _Found(value, start, end)
+        if end > broken_until:
+            if not _on_own_lines(text, start, end):
+                in_prose = True
+            elif best is None or end - start > best.end - best.start:
+                best = _Found(value, start, end)
         pos = end  # anything starting inside a parsed value is shorter than it
     if best is not None:
         _require_standard(best.value)
         return best
+    if in_prose:
+        raise InvalidOutput(_IN_PROSE)
     if worst is None:
         raise InvalidOutput("answer holds no JSON object or array")
     exc = worst[1]
     raise InvalidOutput(
         f"answer holds no valid JSON object or array: {exc.msg} "
         f"at line {exc.lineno} column {exc.colno}"
+    )
+
+
+def _on_own_lines(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` has nothing but whitespace before it on its first line and
+    after it on its last: set apart from the prose, not part of a sentence."""
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    return (
+        not text[line_start:start].strip()
+        and not text[end : len(text) if line_end < 0 else line_end].strip()
     )
 
 

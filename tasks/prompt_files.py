@@ -27,6 +27,7 @@ from blocks.errors import PromptFileError, UsageError
 __all__ = [
     "AUTO",
     "PROMPT_SUFFIX",
+    "MissingPromptFile",
     "PromptFile",
     "decode_prompt",
     "discover_prompts",
@@ -40,6 +41,11 @@ AUTO = "auto"
 
 _FORMAT = re.compile(r"(?=[0-9]*[A-Za-z])[A-Za-z0-9]{1,10}")
 _BOM = b"\xef\xbb\xbf"
+
+
+class MissingPromptFile(PromptFileError):
+    """A file named in a ``--files-from`` list that does not exist (e.g. a prompt deleted in
+    the diff the list came from): a warning for the batch, not a failure."""
 
 
 @dataclass(frozen=True)
@@ -167,8 +173,11 @@ def prompts_from_list(
     """The prompts named in a ``--files-from`` list, in the order given, duplicates collapsed.
 
     Blank lines and lines starting with ``#`` are ignored, and surrounding whitespace is
-    stripped. Paths are absolute or relative to the current directory, and must be existing
-    ``*.prompt.md`` files inside ``input_dir`` (after resolving symlinks).
+    stripped. Paths are absolute, relative to the current directory or relative to
+    ``input_dir`` (the seed's rule), and must be ``*.prompt.md`` files inside ``input_dir``
+    (after resolving symlinks). A relative path is looked up in the current directory first,
+    then in ``input_dir``; the first that exists inside ``input_dir`` wins. A listed file
+    that exists nowhere is a ``MissingPromptFile`` problem, which callers treat as a warning.
 
     Raises:
         UsageError: ``input_dir`` does not exist, is not a directory or cannot be read.
@@ -183,14 +192,14 @@ def prompts_from_list(
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
-        path = os.path.abspath(line)
-        if not path.endswith(PROMPT_SUFFIX):
+        if not line.endswith(PROMPT_SUFFIX):
             problems.append(PromptFileError(f"{line}: not a *{PROMPT_SUFFIX} file"))
             continue
+        path = _listed_path(line, input_dir, root_prefix)
         try:
             mode = os.stat(path).st_mode
         except FileNotFoundError:
-            problems.append(PromptFileError(f"{line}: no such file"))
+            problems.append(MissingPromptFile(f"{line}: no such file"))
             continue
         except OSError as exc:
             problems.append(PromptFileError(f"{line}: cannot read: {exc.strerror}"))
@@ -210,6 +219,17 @@ def prompts_from_list(
             seen.add(rel)
             _add_candidate(found, problems, rel, os.path.join(root, rel), shown=line)
     return _finish(found, problems)
+
+
+def _listed_path(line: str, input_dir: Path, root_prefix: str) -> str:
+    """The absolute path a ``--files-from`` line names (see ``prompts_from_list``)."""
+    here = os.path.abspath(line)
+    if os.path.isabs(line):
+        return here
+    candidates = (here, os.path.abspath(os.path.join(input_dir, line)))
+    existing = [path for path in candidates if os.path.lexists(path)]
+    inside = [path for path in existing if os.path.realpath(path).startswith(root_prefix)]
+    return (inside or existing or [here])[0]
 
 
 def read_prompt(pf: PromptFile) -> tuple[bytes, str]:

@@ -1,28 +1,42 @@
-"""Progress of a batch: terminal (bar on a TTY, plain lines otherwise) and Prefect artifacts."""
+"""Progress of a batch: terminal (bar on a TTY, plain lines otherwise) and Prefect artifacts;
+and the markdown of a single prompt's answer (its flow run's artifact)."""
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import time
 from typing import Any
 
 from pydantic import BaseModel
 
-__all__ = ["BatchReporter", "BatchSummary", "PromptOutcome"]
+from blocks.result import Completion
+
+__all__ = ["BatchReporter", "BatchSummary", "PromptOutcome", "answer_markdown"]
 
 logger = logging.getLogger("llm_conductor.batch")
 _ARTIFACT_INTERVAL = 2.0  # seconds between progress-artifact updates: each is an API call
 
 
 class PromptOutcome(BaseModel):
+    """How one prompt ended. Tokens and cost are what this run paid for it, a rejected
+    answer's included; a cached answer paid nothing and took no model time."""
+
     file: str
     status: str  # ok | failed | up-to-date | not-started
+    cached: bool = False
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float | None = None
     seconds: float = 0.0
     error: str | None = None
+
+    @property
+    def cost_unknown(self) -> bool:
+        """Tokens were paid for (or an answer came) but nobody knows their price."""
+        paid = self.prompt_tokens or self.completion_tokens or self.status == "ok"
+        return self.cost is None and bool(paid) and not self.cached
 
 
 class BatchSummary(BaseModel):
@@ -30,9 +44,13 @@ class BatchSummary(BaseModel):
 
     total: int = 0
     ok: int = 0
+    #: Of ``ok``: answers read back from the answer cache (no call, no cost).
+    cached: int = 0
     failed: int = 0
     up_to_date: int = 0
     not_started: int = 0
+    #: Listed in ``--files-from`` but no longer there: warned about, not failed.
+    missing: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: float = 0.0
@@ -48,9 +66,12 @@ class BatchSummary(BaseModel):
 
     def line(self) -> str:
         cost = f"${self.cost:.4f}" + ("" if self.cost_known else " (some costs unknown)")
-        parts = [f"{self.ok} ok", f"{self.failed} failed", f"{self.up_to_date} up to date"]
+        ok = f"{self.ok} ok" + (f" ({self.cached} cached)" if self.cached else "")
+        parts = [ok, f"{self.failed} failed", f"{self.up_to_date} up to date"]
         if self.not_started:
             parts.append(f"{self.not_started} not started (--max-cost reached)")
+        if self.missing:
+            parts.append(f"{self.missing} listed but missing (skipped)")
         return (
             f"batch: {self.total} prompts: {', '.join(parts)}; "
             f"{self.prompt_tokens + self.completion_tokens:,} tokens, {cost}, {self.seconds:.1f}s"
@@ -60,6 +81,7 @@ class BatchSummary(BaseModel):
         rows = [
             ("Prompts", self.total),
             ("Generated", self.ok),
+            ("Of which cached (no cost)", self.cached),
             ("Failed", self.failed),
             ("Up to date (skipped)", self.up_to_date),
             ("Not started (budget)", self.not_started),
@@ -74,7 +96,12 @@ class BatchSummary(BaseModel):
 
 
 class BatchReporter:
-    """Counts outcomes and shows them; artifact calls only happen inside a flow run."""
+    """Counts outcomes and shows them; artifact calls only happen inside a flow run.
+
+    ``jobs`` is how many outcomes move the ``[n/N]`` counter and the progress: every prompt
+    that runs and every prompt file that could not be used (up-to-date and not-started
+    prompts do not move it).
+    """
 
     def __init__(self, jobs: int, *, tty: bool | None = None, artifacts: bool = True) -> None:
         self.summary = BatchSummary()
@@ -129,19 +156,22 @@ class BatchReporter:
         self.done += 1
         if outcome.status == "ok":
             s.ok += 1
+            s.cached += outcome.cached
         else:
             s.failed += 1
         s.prompt_tokens += outcome.prompt_tokens
         s.completion_tokens += outcome.completion_tokens
-        if outcome.cost is None:
-            s.cost_known = outcome.status != "ok" and s.cost_known
-        else:
+        if outcome.cost is not None:
             s.cost += outcome.cost
+        elif outcome.cost_unknown:
+            s.cost_known = False
         if self._bar is not None:
             tokens = s.prompt_tokens + s.completion_tokens
             self._bar.update(self._task, advance=1, tokens=tokens, cost=s.cost)
             if outcome.status == "failed":
                 self._bar.console.print(f"[red]failed[/red] {outcome.file}: {outcome.error}")
+        elif outcome.status == "ok" and outcome.cached:
+            logger.info("ok %s (cached, no cost) [%d/%d]", outcome.file, self.done, self.jobs)
         elif outcome.status == "ok":
             logger.info(
                 "ok %s (%d tokens, %.2fs) [%d/%d]",
@@ -152,8 +182,10 @@ class BatchReporter:
                 self.jobs,
             )
         else:
+            tokens = outcome.prompt_tokens + outcome.completion_tokens
+            paid = f" ({tokens:,} tokens paid)" if tokens else ""
             logger.warning(
-                "failed %s: %s [%d/%d]", outcome.file, outcome.error, self.done, self.jobs
+                "failed %s: %s%s [%d/%d]", outcome.file, outcome.error, paid, self.done, self.jobs
             )
         await self._update_artifact()
 
@@ -183,7 +215,7 @@ class BatchReporter:
             await acreate_table_artifact(
                 table or [{"file": "-", "status": "nothing to do"}],
                 key="batch-prompts",
-                description="Per prompt: file, status, tokens, cost, seconds, error",
+                description="Per prompt: file, status, cached, tokens, cost, seconds, error",
             )
         return self.summary
 
@@ -192,3 +224,17 @@ def _in_flow_run() -> bool:
     from prefect.context import FlowRunContext
 
     return FlowRunContext.get() is not None
+
+
+def answer_markdown(completion: Completion) -> str:
+    """The answer as markdown: the text verbatim in a fence no line of it can close, then
+    provider, model, tokens and cost."""
+    longest = max((len(run) for run in re.findall(r"`+", completion.text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    cost = "unknown" if completion.cost is None else f"${completion.cost:.6f}"
+    return (
+        f"# Answer\n\n{fence}text\n{completion.text.rstrip(chr(10))}\n{fence}\n\n"
+        "| provider | model | prompt tokens | completion tokens | cost |\n|---|---|---|---|---|\n"
+        f"| {completion.provider} | {completion.model} | {completion.prompt_tokens} "
+        f"| {completion.completion_tokens} | {cost} |\n"
+    )

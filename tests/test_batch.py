@@ -250,6 +250,33 @@ def test_files_from_runs_exactly_the_listed_prompts(llm_server, dirs):
     assert prompts_sent(llm_server) == ["B"]
 
 
+def test_files_from_as_the_seed_lists_them_and_deleted_prompts_only_warn(
+    llm_server, dirs, tmp_path, monkeypatch, batch_log
+):
+    """Lines relative to --input-dir (the seed's rule) or to here both work; a prompt that a
+    diff lists as deleted is a warning, not a failure."""
+    src, out = dirs
+    write(src / "sub/a.prompt.md", "A")
+    write(src / "b.prompt.md", "B")
+    monkeypatch.chdir(tmp_path)
+    listed = ["sub/a.prompt.md", "in/b.prompt.md", "in/deleted.prompt.md"]
+    summary = run_batch(provider(llm_server), Path("in"), out, files_from=listed)
+    assert sorted(prompts_sent(llm_server)) == ["A", "B"]
+    assert (summary.ok, summary.failed, summary.missing, summary.exit_code) == (2, 0, 1, 0)
+    assert "1 listed but missing (skipped)" in summary.line()
+    warnings = [line for line in batch_log if "deleted.prompt.md" in line]
+    assert warnings == [
+        "skipped in/deleted.prompt.md: no such file (listed in --files-from, no longer there)"
+    ]
+
+    batch_log.clear()  # only deleted prompts listed: nothing to do, still no failure
+    only_gone = run_batch(provider(llm_server), Path("in"), out, files_from=["gone.prompt.md"])
+    assert (only_gone.total, only_gone.missing, only_gone.exit_code) == (0, 1, 0)
+    assert batch_log == [
+        "skipped gone.prompt.md: no such file (listed in --files-from, no longer there)"
+    ]
+
+
 def test_usage_errors(llm_server, dirs, tmp_path):
     src, out = dirs
     src.mkdir()
@@ -455,3 +482,201 @@ def test_where_prefect_settings_could_set_an_api_url(tmp_path, monkeypatch, wher
     assert _settings_may_set_api_url(tmp_path) is maybe
     monkeypatch.setenv("PREFECT_PROFILE", "local")  # a chosen profile may set one
     assert _settings_may_set_api_url(tmp_path) is True
+
+
+@pytest.fixture
+def batch_log():
+    """The batch's log lines, whether or not the CLI's logging took the logger over."""
+    import logging
+
+    class Lines(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__(logging.INFO)
+            self.lines: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append(record.getMessage())
+
+    logger = logging.getLogger("llm_conductor.batch")
+    handler, level = Lines(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.lines
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def latest_artifact(key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    async def read():
+        async with get_client() as client:
+            found = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            )
+            return sorted(found, key=lambda a: a.created)[-1]
+
+    artifact = asyncio.run(read())
+    return json.loads(artifact.data) if key == "batch-prompts" else artifact.data
+
+
+@both_modes
+def test_answers_served_from_the_cache_are_reported_as_cached_without_cost(
+    llm_server, dirs, task_per_prompt, batch_log
+):
+    """Outputs deleted, same prompts again: the answer cache serves them (0 calls), and no
+    token, cost or model time is reported for them a second time."""
+    src, out = dirs
+    llm_server.latency = 0.2
+    write(src / "a.md.prompt.md", "first prompt")
+    write(src / "b.md.prompt.md", "second prompt")
+    llm = provider(llm_server, model="gpt-4o-mini")  # a model with a price: cost is known
+    first = run_batch(llm, src, out, task_per_prompt=task_per_prompt)
+    assert first.ok == 2 and first.cost > 0 and first.prompt_tokens > 0
+    (out / "a.md").unlink()
+    (out / "b.md").unlink()
+    llm_server.reset()
+    batch_log.clear()
+
+    again = run_batch(llm, src, out, task_per_prompt=task_per_prompt)
+    assert llm_server.requests == []
+    assert (again.ok, again.cached, again.failed) == (2, 2, 0)
+    assert (again.prompt_tokens, again.completion_tokens, again.cost) == (0, 0, 0.0)
+    assert again.cost_known and "2 ok (2 cached)" in again.line()
+    assert "0 tokens, $0.0000" in again.line()
+    assert (out / "a.md").read_text().endswith("echo: first prompt")
+    for entry in Manifest.open(out).entries():
+        assert entry.cached and entry.status == "ok"
+        assert (entry.prompt_tokens, entry.completion_tokens, entry.cost) == (0, 0, 0.0)
+    lines = [line for line in batch_log if line.startswith("ok ")]
+    assert sorted(line.rsplit(" [", 1)[0] for line in lines) == [
+        "ok a.md.prompt.md (cached, no cost)",
+        "ok b.md.prompt.md (cached, no cost)",
+    ]
+    assert sorted(counters(lines)) == [(1, 2), (2, 2)]
+    rows = latest_artifact("batch-prompts")
+    assert {
+        (r["file"], r["cached"], r["prompt_tokens"], r["cost"], r["seconds"]) for r in rows
+    } == {
+        ("a.md.prompt.md", True, 0, 0.0, 0.0),
+        ("b.md.prompt.md", True, 0, 0.0, 0.0),
+    }
+    assert "| Of which cached (no cost) | 2 |" in latest_artifact("batch-summary")
+
+
+def counters(lines: list[str]) -> list[tuple[int, int]]:
+    import re
+
+    return [
+        tuple(map(int, m.groups())) for line in lines if (m := re.search(r"\[(\d+)/(\d+)\]$", line))
+    ]
+
+
+def test_progress_counts_problem_files_and_never_passes_the_total(
+    llm_server, dirs, tmp_path, batch_log
+):
+    """Every file prompt_files.py rejects is one step of [n/N]: never [2/1] or 200 %."""
+    src, out = dirs
+    write(src / "ok.prompt.md", "fine")
+    write(src / "empty.prompt.md", "  \n\t\n")
+    write(src / "latin1.prompt.md", "caf\xe9".encode("latin-1"))
+    (src / "link.prompt.md").symlink_to(write(tmp_path / "elsewhere.prompt.md", "outside"))
+    (src / "broken.prompt.md").symlink_to(src / "missing-target")
+    write(src / "same.prompt.md", "auto format, writes same.md")
+    write(src / "same.md.prompt.md", "explicit md, writes same.md too")
+    summary = run_batch(provider(llm_server), src, out)
+    assert (summary.ok, summary.failed) == (2, 5)
+    steps = counters(batch_log)
+    assert sorted(steps) == [(n, 7) for n in range(1, 8)], batch_log
+    assert float(latest_artifact("batch-progress")) == 100.0
+
+    batch_log.clear()  # the good ones are up to date now: only the problems are counted
+    again = run_batch(provider(llm_server), src, out)
+    assert (again.up_to_date, again.failed) == (2, 5)
+    assert sorted(counters(batch_log)) == [(n, 5) for n in range(1, 6)], batch_log
+    assert float(latest_artifact("batch-progress")) == 100.0
+
+
+def test_tokens_of_rejected_answers_count_everywhere(llm_server, dirs, batch_log):
+    """A `.json` prompt whose answer holds no JSON was paid for: its tokens and cost are in
+    the manifest, the summary, the artifacts and what --max-cost compares with."""
+    src, out = dirs
+    llm_server.reply = "Sorry, I found no data for this, so the result is {} for now."
+    write(src / "a.json.prompt.md", "give me json about a")
+    write(src / "b.json.prompt.md", "give me json about b")
+    llm = provider(llm_server, model="gpt-4o-mini")
+    summary = run_batch(llm, src, out, parallelism=1, max_cost=1e-9)
+    assert (summary.failed, summary.not_started, len(llm_server.requests)) == (1, 1, 1)
+    usage = llm_server.requests[0]  # what the server billed
+    del usage
+    assert summary.prompt_tokens > 0 and summary.completion_tokens > 0 and summary.cost > 0
+    (entry,) = [e for e in Manifest.open(out).entries() if e.status == "failed"]
+    assert (entry.prompt_tokens, entry.completion_tokens) == (
+        summary.prompt_tokens,
+        summary.completion_tokens,
+    )
+    assert entry.cost == pytest.approx(summary.cost) and entry.attempts == 1
+    (row,) = [r for r in latest_artifact("batch-prompts") if r["status"] == "failed"]
+    assert row["completion_tokens"] == summary.completion_tokens and row["cost"] > 0
+    assert any("tokens paid)" in line for line in batch_log)
+
+
+def test_outputs_carry_the_seeds_metadata_keys_and_when_they_were_generated(llm_server, dirs):
+    """Scripts written for the seed read these keys of ``_llm_metadata``; ours stay too."""
+    from datetime import UTC, datetime, timedelta
+
+    src, out = dirs
+    llm_server.reply = reply_json_or_text
+    write(src / "a.json.prompt.md", "prompt a as json")
+    write(src / "b.md.prompt.md", "prompt b")
+    before = datetime.now(UTC)
+    run_batch(provider(llm_server, model="gpt-4o-mini", temperature=0.3), src, out)
+    as_json = json.loads((out / "a.json").read_text())["_llm_metadata"]
+    header = (out / "b.md").read_text().splitlines()[1]
+    as_text = json.loads(header.removeprefix("<!-- LLM Metadata: ").removesuffix(" -->"))
+    for meta in (as_json, as_text):
+        assert meta["temperature"] == 0.3
+        assert meta["total_tokens"] == meta["prompt_tokens"] + meta["completion_tokens"] > 0
+        assert meta["elapsed_seconds"] == round(meta["elapsed"], 2)
+        generated = datetime.fromisoformat(meta["generation_date"])
+        assert generated.utcoffset() == timedelta(0)
+        assert before <= generated <= datetime.now(UTC)
+        assert meta["generation_id"] == meta["response_id"] and meta["generation_id"]
+        assert meta["cost_usd"] == meta["cost"] > 0
+        assert meta["cost_calculation_method"] == "litellm_actual"
+        assert meta["provider"] == "openai" and meta["model"] == "gpt-4o-mini"
+
+
+def test_debug_detail_stays_off_prefects_api(llm_server, dirs):
+    """The log file's per-prompt DEBUG lines are not stored by Prefect (a row each); the
+    INFO lines still reach the flow run's logs."""
+    import logging
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    src, out = dirs
+    write(src / "a.prompt.md", "api logs prompt")
+    ours = logging.getLogger("llm_conductor")
+    level = ours.level
+    ours.setLevel(logging.DEBUG)
+    try:
+        run_batch(provider(llm_server), src, out)
+    finally:
+        ours.setLevel(level)
+
+    async def messages() -> list[str]:
+        async with get_client() as client:
+            [latest] = await client.read_flow_runs(sort="START_TIME_DESC", limit=1)
+            flow_run = LogFilterFlowRunId(any_=[latest.id])
+            for _ in range(600):  # logs reach the API in batches, shortly after the run
+                logs = await client.read_logs(log_filter=LogFilter(flow_run_id=flow_run))
+                if any(log.message.startswith("ok a.prompt.md") for log in logs):
+                    break
+                await asyncio.sleep(0.1)
+            return [log.message for log in logs]
+
+    found = asyncio.run(messages())
+    assert any(m.startswith("ok a.prompt.md") for m in found), found
+    assert not any(m.startswith(("plan:", "a.prompt.md (new, key")) for m in found), found

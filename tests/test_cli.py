@@ -50,6 +50,27 @@ def test_run_streams_only_the_answer_to_stdout(llm_server, openai_env, tmp_path)
     assert not log.exists() or "sk-cli-test-secret" not in log.read_text()
 
 
+@pytest.mark.parametrize("stream", [[], ["--no-stream"]], ids=["streamed", "at-the-end"])
+def test_run_adds_a_final_newline_unless_raw(llm_server, openai_env, stream):
+    llm_server.reply = "no newline at the end,\r\n  spaces and ünïcode  "
+    plain = subprocess.run(
+        [CLI, "run", "-p", "openai", "-m", "m", "--prompt", "hi", *stream],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **openai_env},
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout == "no newline at the end,\r\n  spaces and ünïcode  \n".encode()
+    raw = subprocess.run(
+        [CLI, "run", "-p", "openai", "-m", "m", "--prompt", "hi", "--raw", *stream],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **openai_env},
+    )
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout == "no newline at the end,\r\n  spaces and ünïcode  ".encode()
+
+
 def test_run_with_prompt_flag_and_offline_provider():
     result = cli("run", "-p", "random", "--prompt", "give me a list of squares")
     assert result.returncode == 0, result.stderr
@@ -197,3 +218,25 @@ def test_library_warnings_go_to_the_log_file_not_stderr(tmp_path):
     verbose = code.replace("configure_logging()", "configure_logging(verbose=True)")
     loud = subprocess.run([sys.executable, "-c", verbose], capture_output=True, text=True, env=env)
     assert "coroutine was never awaited" in loud.stderr
+
+
+def test_the_log_file_holds_debug_lines_that_stderr_does_not(tmp_path):
+    """The log file is DEBUG (per prompt: key, tokens, attempts, response id); stderr stays
+    at INFO, and -v puts the same DEBUG lines there too."""
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "a.prompt.md").write_text("a list of rivers")
+    (src / "b.json.prompt.md").write_text("rivers as json")
+    log = tmp_path / "batch.log"
+    args = ("batch", "-p", "random", "-i", str(src), "-o", str(tmp_path / "out"))
+    quiet = cli(*args, env={"LLM_CONDUCTOR_LOG_FILE": str(log)}, cwd=tmp_path)
+    assert quiet.returncode == 0, quiet.stderr
+    debug = [line for line in log.read_text().splitlines() if " DEBUG llm_conductor." in line]
+    assert any("plan: 2 to run {'new': 2}" in line for line in debug), debug
+    for name in ("a.prompt.md", "b.json.prompt.md"):
+        assert any(f"{name} (new, key " in line and "attempt(s)" in line for line in debug)
+    assert "DEBUG" not in quiet.stderr and "ok a.prompt.md" in quiet.stderr
+
+    verbose = cli("-v", *args, "--force", env={"LLM_CONDUCTOR_LOG_FILE": str(log)}, cwd=tmp_path)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "DEBUG plan: 2 to run {'forced': 2}" in verbose.stderr

@@ -546,5 +546,19 @@ def test_single_and_explore_deployments_with_their_defaults(stack: Stack, tmp_pa
     print(f"\nsingle + explore runs: {time.monotonic() - started:.1f}s")
     assert_completed(stack, runs)
     assert runs[0].parameters["provider"] == block_ref("offline")
+    # The answer of `single` is retrievable: the run's persisted result and its artifact.
+    from blocks.result import Completion
+
+    async def answer() -> tuple[Any, dict[str, Any]]:
+        async with stack.client() as client:
+            run = await client.read_flow_run(runs[0].id)
+            return await run.state.aresult(), await artifacts_of(client, run.id)
+
+    completion, artifacts = asyncio.run(answer())
+    assert isinstance(completion, Completion) and completion.provider == "random"
+    assert completion.text.strip() and completion.completion_tokens > 0
+    markdown = artifacts["single-answer"].data
+    assert completion.text.strip().splitlines()[0] in markdown
+    assert "| random | random |" in markdown
     assert (output / "output.txt").read_text().strip()
     assert json.loads((output / "output.json").read_text())

@@ -61,6 +61,7 @@ def test_record_writes_one_complete_json_line(tmp_path: Path) -> None:
         "usage": {"prompt_tokens": 12, "completion_tokens": 34, "cost": 0.002},
         "attempts": 2,
         "error": None,
+        "cached": False,
     }
     assert second["status"] == "failed" and second["error"] == "answer holds no JSON"
     assert second["output"] is None and second["usage"]["cost"] is None
@@ -71,6 +72,27 @@ def test_record_writes_one_complete_json_line(tmp_path: Path) -> None:
     assert entry == Entry.succeeded("sub/a.prompt.md", "k1", "sub/a.md", completion)._replace(
         finished_at=finished_at
     )
+
+
+def test_paid_rejected_answers_and_cached_answers_round_trip(tmp_path: Path) -> None:
+    """A failed prompt's entry keeps the usage it paid for; a cached answer's costs nothing."""
+    rejected = Completion(
+        text="Sorry, {} is all I have.",
+        provider="openai",
+        model="gpt-4o",
+        usage=Usage(prompt_tokens=40, completion_tokens=256, cost=0.0031),
+        attempts=3,
+    )
+    with Manifest.open(tmp_path) as manifest:
+        manifest.record(Entry.failed("a.json.prompt.md", "k1", "no JSON", paid=rejected))
+        manifest.record(Entry.succeeded("b.prompt.md", "k2", "b.md", rejected, cached=True))
+    reloaded = Manifest.open(tmp_path)
+    failed, cached = reloaded.get("a.json.prompt.md"), reloaded.get("b.prompt.md")
+    assert failed is not None and cached is not None
+    assert (failed.status, failed.usage, failed.attempts) == ("failed", rejected.usage, 3)
+    assert failed.error == "no JSON" and not failed.cached
+    assert (cached.status, cached.cached, cached.attempts) == ("ok", True, 0)
+    assert cached.usage == Usage(cost=0.0)
 
 
 def test_record_stamps_the_finish_time_when_missing(tmp_path: Path) -> None:

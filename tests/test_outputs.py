@@ -33,16 +33,22 @@ META = {"provider": "openai", "model": "gpt-4o", "prompt_tokens": 12, "cost": No
         ("```\n[1, 2]\n```", [1, 2]),
         ('~~~json\n{"a": 1}\n~~~', {"a": 1}),
         ('```json\r\n{"a": 1}\r\n```\r\n', {"a": 1}),
-        # Prose with braces before and after.
-        ('Use {name} and [this]: {"a": {"b": [1, 2]}} then {x} or [y', {"a": {"b": [1, 2]}}),
-        ('Options ["a" or "b"]. Result {"k": [1]}.', {"k": [1]}),
-        ('The "{" key starts {"a": 1}', {"a": 1}),
-        # The longest value wins over shorter ones around it.
-        ('See [1] and {"a": 1, "b": 2} not {"c": 3}', {"a": 1, "b": 2}),
-        ('Inline: ```json {"a": 1}```', {"a": 1}),
+        # Lines of prose, with braces, before and after the JSON's own lines are set aside.
+        ('Use {name} and [this]:\n  {"a": {"b": [1, 2]}}  \nthen {x} or [y', {"a": {"b": [1, 2]}}),
+        ('The "{" key starts here:\n{"a": 1}', {"a": 1}),
+        (
+            "Here is the JSON you asked for:\n\n"
+            '{\n  "city": "Paris",\n  "rivers": ["Seine"]\n}\n\n'
+            "Let me know if you need {anything} else!",
+            {"city": "Paris", "rivers": ["Seine"]},
+        ),
+        # The longest value set apart wins over shorter ones, and over any inside a sentence.
+        ('See [1] and\n{"a": 1, "b": 2}\nnot {"c": 3, "d": 4, "e": 5}', {"a": 1, "b": 2}),
+        ('[1]\nand then\n{"a": 1, "b": 2}', {"a": 1, "b": 2}),
         # Nested deeply, with braces inside strings.
-        ('x {"a": {"b": {"c": "}{]["}}} y', {"a": {"b": {"c": "}{]["}}}),
+        ('x\n{"a": {"b": {"c": "}{]["}}}\ny', {"a": {"b": {"c": "}{]["}}}),
         ("[]", []),
+        ("Nothing matched, so the result is empty:\n{}\n", {}),
     ],
 )
 def test_extract_json_finds_the_value(text: str, expected: Any) -> None:
@@ -61,7 +67,7 @@ def test_fenced_block_of_another_language_is_not_mistaken_for_json() -> None:
 
 
 def test_unparsable_fenced_block_falls_back_to_the_text() -> None:
-    text = '```json\n{oops}\n```\nBut really: {"a": 1}'
+    text = '```json\n{oops}\n```\nBut really:\n{"a": 1}'
     assert extract_json(text) == {"a": 1}
 
 
@@ -89,6 +95,27 @@ def test_extract_json_rejects(text: str, message: str) -> None:
     with pytest.raises(InvalidOutput) as caught:
         extract_json(text)
     assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # What small models answer when they cannot or will not give the JSON.
+        "I couldn't find any matching records, so the result is {} for now.",
+        "Sure! Use {} as the placeholder and fill in the keys later.",
+        "I'm sorry, but I can't help with that request. {}",
+        'The schema is {"type": "object"} but I cannot fill it without the data.',
+        'Options ["a" or "b"]. Result {"k": [1]}.',
+        'Inline: ```json {"a": 1}```',
+        "Here you go: []",
+    ],
+)
+def test_json_inside_a_sentence_is_not_the_answer(text: str) -> None:
+    """Strict JSON is the answer itself, not braces that occur in a sentence."""
+    with pytest.raises(InvalidOutput, match="^answer holds JSON only inside its sentences"):
+        extract_json(text)
+    with pytest.raises(InvalidOutput):
+        render_output(text, "json", HASH, META)
 
 
 @pytest.mark.parametrize(
@@ -510,3 +537,17 @@ def test_prompt_key_recipe_is_pinned() -> None:
 
 def test_seed_hash_is_sha256_of_the_bytes() -> None:
     assert seed_hash(b"abc") == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_output_metadata_says_when_no_price_is_known() -> None:
+    from blocks.config import ProviderConfig
+    from blocks.result import Completion, Usage
+    from tasks.outputs import output_metadata
+
+    completion = Completion(
+        text="x", provider="openai-codex", model="gpt-5", usage=Usage(prompt_tokens=3)
+    )
+    meta = output_metadata(completion, ProviderConfig(kind="openai-codex"))
+    assert (meta["cost_usd"], meta["cost_calculation_method"]) == (None, None)
+    assert meta["temperature"] is None and meta["total_tokens"] == 3
+    assert meta["generation_id"] is None and meta["generation_date"].endswith("+00:00")

@@ -10,6 +10,7 @@ import pytest
 from blocks.errors import PromptFileError, UsageError
 from tasks.prompt_files import (
     AUTO,
+    MissingPromptFile,
     PromptFile,
     decode_prompt,
     discover_prompts,
@@ -303,6 +304,39 @@ def test_files_from_problems(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         "elsewhere/x.prompt.md: outside the input dir in",
         "in/link.prompt.md: outside the input dir in",  # a symlink leading out
         "in/folder.prompt.md: not a regular file",
+    ]
+
+
+def test_files_from_lines_relative_to_the_input_dir_are_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The seed's rule (relative to --input-dir) and ours (relative to here) both work."""
+    make(tmp_path, "prompts/a.prompt.md", "prompts/sub/b.json.prompt.md", "c.prompt.md")
+    monkeypatch.chdir(tmp_path)
+    lines = [
+        "sub/b.json.prompt.md",  # relative to the input dir
+        "prompts/a.prompt.md",  # relative to the current directory
+        "a.prompt.md",  # the same file, relative to the input dir
+        "c.prompt.md",  # here, outside the input dir; not inside it either
+    ]
+    prompts, problems = prompts_from_list(lines, Path("prompts"))
+    assert rels(prompts) == ["sub/b.json.prompt.md", "a.prompt.md"]
+    assert messages(problems) == ["c.prompt.md: outside the input dir prompts"]
+
+
+def test_files_from_a_listed_file_that_is_gone_is_only_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make(tmp_path, "prompts/a.prompt.md")
+    monkeypatch.chdir(tmp_path)
+    prompts, problems = prompts_from_list(
+        ["prompts/deleted.prompt.md", "gone.prompt.md", "a.prompt.md"], Path("prompts")
+    )
+    assert rels(prompts) == ["a.prompt.md"]
+    assert [type(p) for p in problems] == [MissingPromptFile, MissingPromptFile]
+    assert messages(problems) == [
+        "prompts/deleted.prompt.md: no such file",
+        "gone.prompt.md: no such file",
     ]
 
 

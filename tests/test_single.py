@@ -32,6 +32,32 @@ def test_with_a_prefect_api_every_run_is_a_flow_run(prefect_harness, llm_server)
     assert flow_name == "Complete one prompt" and state == "COMPLETED"
 
 
+def test_the_flow_runs_answer_is_persisted_and_an_artifact(prefect_harness, llm_server):
+    """What a deployment's caller reads back through the API: the result, not MissingResult,
+    and the answer as markdown, verbatim even with fences of its own."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    from flows.single import complete_prompt
+
+    answer = "Here:\n```python\nprint('hi')\n```\nand ```` four."
+    llm_server.reply = answer
+    provider = LLMProvider(kind="openai", model="m", api_base=llm_server.base_url, api_key="k")
+
+    async def go():
+        state = await complete_prompt("hello", provider, return_state=True)
+        async with get_client() as client:
+            run = await client.read_flow_run(state.state_details.flow_run_id)
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
+            return await run.state.aresult(), {a.key: a.data for a in artifacts}
+
+    completion, artifacts = asyncio.run(go())
+    assert completion.text == answer
+    assert f"`````text\n{answer}\n`````" in artifacts["single-answer"]
+
+
 @pytest.mark.asyncio
 async def test_without_a_prefect_api_no_server_is_needed(monkeypatch):
     import flows.single as single
