@@ -17,9 +17,15 @@ one line that says what went wrong and, where possible, what to do about it::
     │   └── CliProviderError       the claude/codex executable failed (.exit_code, .stderr_tail)
     ├── PromptFileError            a prompt file that cannot be used
     └── InvalidOutput              the answer does not fit the output format (e.g. not JSON)
+        └── Truncated              still cut off by the token limit after the continuations
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blocks.result import Completion
 
 __all__ = [
     "AuthenticationFailed",
@@ -34,6 +40,7 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "Truncated",
     "UnknownProvider",
     "UsageError",
 ]
@@ -154,3 +161,16 @@ class InvalidOutput(ConductorError):
         super().__init__(message)
         #: The rejected answer, when there was one: it was paid for, so it is kept.
         self.answer = answer
+
+
+class Truncated(InvalidOutput):
+    """The answer still ended at the token limit (``finish_reason=length``) after the
+    continuations, or a continuation repeated what came before: it is not the whole answer.
+
+    ``completion`` is what was received (text, usage: it was paid for).
+    """
+
+    # Keyword defaults keep it picklable (Prefect stores a failed task's exception).
+    def __init__(self, message: str, *, completion: Completion | None = None) -> None:
+        super().__init__(message, answer=completion.text if completion else None)
+        self.completion = completion

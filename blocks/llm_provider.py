@@ -12,7 +12,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from blocks import tracing
 from blocks.config import REASONING_EFFORTS, ProviderConfig, config_from_env
-from blocks.errors import EmptyResponse, ProviderError, ProviderTimeout
+from blocks.errors import EmptyResponse, ProviderError, ProviderTimeout, Truncated
 from blocks.providers import load_backend
 from blocks.providers.base import Message, OnText, Segment
 from blocks.result import Completion, Usage
@@ -26,6 +26,9 @@ CONTINUE_PROMPT = (
 )
 
 DEFAULT_TIMEOUT = 120.0
+#: A continuation whose first characters (at least this many) already occur in the answer
+#: repeats it: small models answer "continue" by starting over.
+_REPEAT_PROBE = (20, 80)
 
 
 class LLMProvider(ProviderConfig, Block):
@@ -68,6 +71,9 @@ class LLMProvider(ProviderConfig, Block):
     ) -> Completion:
         """Complete one prompt: retries, continuation after ``finish_reason=length``.
 
+        Continuing stops early when a continuation repeats what came before (the repeat is
+        paid for but not added to the text); the answer then counts as truncated.
+
         Args:
             prompt: the user prompt, or a full list of chat messages.
             on_text: called with each piece of text as it arrives (streaming providers), or
@@ -76,9 +82,11 @@ class LLMProvider(ProviderConfig, Block):
         Raises:
             NeedsKey: the provider needs a key that is not set.
             ProviderError: the call failed and retrying did not help.
+            Truncated: the answer is still cut off (unless ``accept_truncated``); it carries
+                the completion.
         """
         self.check_ready()
-        backend = load_backend(self.spec)
+        backend = load_backend(self.spec)  # imports happen here, before any deadline
         messages: list[Message] = (
             [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         )
@@ -89,9 +97,10 @@ class LLMProvider(ProviderConfig, Block):
         usage = Usage()
         attempts = 0
         segment = Segment(text="", finish_reason=None, usage=Usage())
+        repeated = 0  # the number of the continuation that repeated, if one did
         # One span per completion, retries and continuations included (no-op unless enabled).
         with tracing.llm_span(self, messages) as span:
-            for _ in range(self.max_continuations + 1):
+            for number in range(self.max_continuations + 1):
                 segment, tries = await retry_call(
                     lambda messages=messages: self._attempt(backend, messages, on_text),
                     policy,
@@ -99,8 +108,11 @@ class LLMProvider(ProviderConfig, Block):
                     on_retry=span.on_retry,
                 )
                 attempts += tries
-                pieces.append(segment.text)
                 usage += segment.usage
+                if number and _repeats(pieces, segment.text):
+                    repeated = number
+                    break
+                pieces.append(segment.text)
                 if segment.finish_reason != "length":
                     break
                 messages = [
@@ -110,7 +122,7 @@ class LLMProvider(ProviderConfig, Block):
                 ]
             completion = Completion(
                 text="".join(pieces),
-                finish_reason=segment.finish_reason,
+                finish_reason="length" if repeated else segment.finish_reason,
                 usage=usage,
                 response_id=segment.response_id,
                 provider=self.kind,
@@ -120,6 +132,17 @@ class LLMProvider(ProviderConfig, Block):
                 elapsed=time.perf_counter() - started,
             )
             span.record(completion)
+            if completion.truncated and not self.accept_truncated:
+                why = (
+                    f": continuation {repeated} repeated what came before"
+                    if repeated
+                    else f" after {self.max_continuations} continuations (finish_reason=length)"
+                )
+                raise Truncated(
+                    f"{self.label}: answer truncated{why}; raise max_tokens, or keep such "
+                    "answers with --accept-truncated",
+                    completion=completion,
+                )
         return completion
 
     def complete(self, prompt: str | list[Message], *, on_text: OnText | None = None) -> Completion:
@@ -154,6 +177,17 @@ class LLMProvider(ProviderConfig, Block):
         if not segment.text.strip() and segment.finish_reason != "length":
             raise EmptyResponse("the model returned an empty answer", provider=self.kind)
         return segment
+
+
+def _repeats(pieces: list[str], piece: str) -> bool:
+    """Whether a continuation only repeats the answer so far (a restart or a copy)."""
+    text = piece.strip()
+    if not text:
+        return False
+    shortest, longest = _REPEAT_PROBE
+    if len(text) < shortest:
+        return text == pieces[-1].strip()
+    return text[:longest] in "".join(pieces)
 
 
 def provider_from_env(kind: str | None = None, **overrides: Any) -> LLMProvider:

@@ -55,6 +55,8 @@ class ProviderSpec:
     default_base_url: str | None = None
     executable: str | None = None
     streams: bool = False
+    #: How to start the kind's local server, for "nothing answers at ..." errors.
+    start_hint: str | None = None
 
     def base_url(self) -> str | None:
         if self.base_url_env and (url := os.environ.get(self.base_url_env)):
