@@ -208,6 +208,7 @@ async def run_job(
         completion_tokens=completion.completion_tokens,
         cost=completion.cost,
         seconds=round(completion.elapsed, 3),
+        usage_estimated=completion.usage.estimated,
     )
 
 

@@ -52,6 +52,9 @@ class Entry(NamedTuple):
         attempts: Calls made, retries included.
         error: One line saying why the prompt failed.
         finished_at: ISO 8601 UTC time; ``Manifest.record`` stamps it when empty.
+        truncated: The output was written although the answer was still cut off
+            (``accept_truncated``).
+        usage_estimated: The token counts are litellm's estimate (the server sent none).
     """
 
     relative: str
@@ -64,6 +67,8 @@ class Entry(NamedTuple):
     attempts: int = 0
     error: str | None = None
     finished_at: str = ""
+    truncated: bool = False
+    usage_estimated: bool = False
 
     @classmethod
     def succeeded(cls, relative: str, key: str, output: str, completion: Completion) -> Entry:
@@ -79,6 +84,8 @@ class Entry(NamedTuple):
             usage.cost,
             completion.attempts,
             finished_at=_now(),
+            truncated=completion.truncated,
+            usage_estimated=usage.estimated,
         )
 
     @classmethod
@@ -93,24 +100,31 @@ class Entry(NamedTuple):
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cost=self.cost,
+            estimated=self.usage_estimated,
         )
 
     def to_json(self) -> str:
         """The entry as one line of JSON, without the line break."""
+        usage: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+        }
+        # The marks only when set: the lines of ordinary prompts stay as they were.
+        if self.usage_estimated:
+            usage["estimated"] = True
+        marks = {"truncated": True} if self.truncated else {}
         return json.dumps(
             {
                 "relative": self.relative,
                 "key": self.key,
                 "status": self.status,
                 "output": self.output,
-                "usage": {
-                    "prompt_tokens": self.prompt_tokens,
-                    "completion_tokens": self.completion_tokens,
-                    "cost": self.cost,
-                },
+                "usage": usage,
                 "attempts": self.attempts,
                 "error": self.error,
                 "finished_at": self.finished_at,
+                **marks,
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -139,6 +153,8 @@ class Entry(NamedTuple):
             data.get("attempts", 0),
             data.get("error"),
             data.get("finished_at", ""),
+            data.get("truncated", False),
+            usage.get("estimated", False),
         )
         if tuple(map(type, entry)) not in _SHAPES or entry.status not in _STATUSES:
             raise ValueError("not a manifest entry")
@@ -150,7 +166,7 @@ class Entry(NamedTuple):
 _NONE = type(None)
 # Every valid combination of field types, so that checking an entry is one set lookup.
 _SHAPES = frozenset(
-    (str, str, str, output, int, int, cost, int, error, str)
+    (str, str, str, output, int, int, cost, int, error, str, bool, bool)
     for output in (str, _NONE)
     for cost in (int, float, _NONE)
     for error in (str, _NONE)
