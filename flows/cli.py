@@ -218,13 +218,14 @@ def run(
     Only the answer goes to stdout; logs and errors go to stderr. With PREFECT_API_URL set the
     call is a flow run in that Prefect server's UI; without it no Prefect server is started.
     """
-    from flows.single import run_single
+    from flows.single_run import run_single
 
     llm = build_provider(
         provider,
         model,
         reasoning,
         block,
+        config_only=True,  # run_single makes the block only for a flow run
         temperature=temperature,
         max_tokens=max_tokens,
         timeout=timeout,

@@ -453,3 +453,27 @@ def test_random_provider_injected_failures_are_retried():
     )
     attempts = [provider.complete(f"prompt {i}").attempts for i in range(20)]
     assert max(attempts) > 1, "with a 50% failure rate some calls must have been retried"
+
+
+@pytest.mark.asyncio
+async def test_estimated_usage_is_marked_in_the_manifest_and_the_summary(llm_server):
+    import json
+
+    from tasks.manifest import Entry
+    from tasks.reporting import BatchReporter, PromptOutcome
+
+    llm_server.stream_usage = False
+    completion = await openai_block(llm_server).acomplete("x", on_text=lambda _: None)
+    line = Entry.succeeded("a.prompt.md", "k", "a.md", completion).to_json()
+    assert json.loads(line)["usage"]["estimated"] is True
+    assert Entry.from_dict(json.loads(line)).usage.estimated, "read back as estimated"
+    reporter = BatchReporter(1, tty=False, artifacts=False)
+    await reporter.record(
+        PromptOutcome(
+            file="a.prompt.md",
+            status="ok",
+            completion_tokens=completion.completion_tokens,
+            usage_estimated=completion.usage.estimated,
+        )
+    )
+    assert "tokens (some estimated)" in (await reporter.close()).line()

@@ -39,8 +39,9 @@ def test_with_a_prefect_api_every_run_is_a_flow_run(prefect_harness, llm_server)
 @pytest.mark.asyncio
 async def test_without_a_prefect_api_no_server_is_needed(monkeypatch):
     import flows.single as single
+    import flows.single_run as single_run
 
-    monkeypatch.setattr(single, "prefect_api_url", lambda: None)
+    monkeypatch.setattr(single_run, "prefect_api_url", lambda: None)
 
     class NotTheFlow:
         name = single.complete_prompt.name
