@@ -130,3 +130,30 @@ def test_the_first_attempt_is_not_spent_importing(llm_server, local_openai):
     result = run_cli("-p", "openai", "-m", "m", "--prompt", "x", env=env)
     assert (result.returncode, result.stdout) == (0, "in time\n"), result.stderr
     assert len(llm_server.requests) == 1
+
+
+def test_run_without_a_prefect_api_never_imports_prefect(llm_server, tmp_path):
+    """Importing Prefect is ≈1.1 s of a command whose call takes milliseconds here."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "OPENAI_"))}
+    env.update(HOME=str(home), PREFECT_HOME=str(home / ".prefect"))
+    env.update(OPENAI_BASE_URL=llm_server.base_url)
+    llm_server.reply = "plain"
+    code = (
+        "import sys\n"
+        "from flows.cli import main\n"
+        "try:\n"
+        "    main(['run', '-p', 'openai', '-m', 'm', '--prompt', 'x'])\n"
+        "except SystemExit as done:\n"
+        "    print(done.code, 'prefect' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.split() == ["plain", "0", "False"], result.stderr
