@@ -477,3 +477,11 @@ async def test_estimated_usage_is_marked_in_the_manifest_and_the_summary(llm_ser
         )
     )
     assert "tokens (some estimated)" in (await reporter.close()).line()
+
+
+def test_list_counts_an_endpoint_of_ones_own_as_ready(monkeypatch):
+    from blocks import get_spec
+
+    assert not get_spec("openai").requirement_met()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    assert get_spec("openai").requirement_met(), "no key is needed there"

@@ -76,8 +76,8 @@ class ProviderSpec:
 
     def requirement_met(self) -> bool:
         """Whether the requirement is present now; a server gets a 0.3 s TCP connect probe."""
-        if self.key_env:
-            return bool(os.environ.get(self.key_env))
+        if self.key_env:  # an endpoint of one's own needs no key (a local server)
+            return bool(os.environ.get(self.key_env) or self.base_url())
         if self.executable:
             return shutil.which(self.executable) is not None
         if url := self.base_url():
