@@ -70,6 +70,33 @@ def llm_conductor(*args: str, env: dict[str, str], cwd: Path) -> subprocess.Comp
     )
 
 
+PYTHON_API_BATCH = """
+import sys
+from pathlib import Path
+from blocks import LLMProvider
+from flows.batch import run_batch
+provider = LLMProvider(
+    kind="openai", model="m", api_base=sys.argv[1], api_key=sys.argv[2], retries=1, timeout=30
+)
+summary = run_batch(provider, Path("prompts"), Path("out-api"))
+print(summary.line(), file=sys.stderr)
+sys.exit(summary.exit_code)
+"""
+
+
+def python_api_batch(
+    base_url: str, *, env: dict[str, str], cwd: Path
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-c", PYTHON_API_BATCH, base_url, CANARY],
+        capture_output=True,
+        timeout=400,
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+
+
 def _around(text: str, needle: str) -> str:
     at = text.find(needle)
     return text[max(0, at - 1500) : at + 500]
@@ -135,17 +162,23 @@ def test_an_echoed_key_never_reaches_output_logs_or_prefect(prefect_stack, tmp_p
         "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "ephemeral-storage"),
     }
     (tmp_path / "ephemeral-home").mkdir()
+    # The Python API with the key in the block itself: the block is a flow-run parameter.
+    in_block = {k: v for k, v in user_env.items() if k != "OPENAI_API_KEY"}
     commands = [
         ("batch", batch_args, user_env),
         ("run", ("run", "-p", "openai", "-m", "m", "--prompt", "x"), user_env),
         ("batch on the ephemeral API", batch_args, ephemeral),
+        ("run_batch with the key in the block", (), in_block),
     ]
     for label, args, env in commands:
         echo_faults(server)
         if label == "run":
             server.reset()
             server.enqueue("401", message="Incorrect API key provided: {api_key}.")
-        result = llm_conductor(*args, env=env, cwd=work)
+        if args:
+            result = llm_conductor(*args, env=env, cwd=work)
+        else:
+            result = python_api_batch(server.base_url, env=env, cwd=work)
         stderr = result.stderr.decode(errors="replace")
         # The test can fail: the key went out, and came back in error bodies.
         assert server.requests, f"{label}: no request\n{stderr[-3000:]}"
