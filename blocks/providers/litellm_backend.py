@@ -58,6 +58,14 @@ def _warm_up() -> None:
 
     with contextlib.suppress(Exception):  # only a warm-up: the call itself reports problems
         litellm.token_counter(model="gpt-4o-mini", text="warm up")
+        # A mocked streamed call (no network) builds what the first real one would: the
+        # stream wrapper's pydantic models, litellm's service logger (≈0.5 s measured).
+        messages = [{"role": "user", "content": "warm up"}]
+        stream = litellm.completion(
+            model="openai/warm-up", messages=messages, mock_response="ok", stream=True
+        )
+        for _chunk in stream:
+            pass
 
 
 def litellm_model(provider: LLMProvider) -> str:
