@@ -19,6 +19,7 @@ from blocks.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from blocks.providers import LITELLM_KIND
 from blocks.providers.base import Message, OnText, Segment
 from blocks.result import Usage
 
@@ -45,9 +46,9 @@ def _litellm() -> Any:
 
 
 def prepare() -> None:
-    """Import litellm and what its first call would import lazily (the OpenAI SDK's
-    resources, the tokenizer used for costs): ≈2.5 s that must not count against the first
-    attempt's deadline."""
+    """Import litellm and set up what its first call would set up lazily (the OpenAI SDK's
+    resources, the tokenizer used for costs, the stream wrapper): ≈3 s that must not count
+    against the first attempt's deadline. Once per process."""
     _warm_up()
 
 
@@ -83,7 +84,7 @@ def _api_key(provider: LLMProvider) -> str | None:
     when litellm finds the provider's own variable (GROQ_API_KEY...); else a dummy one."""
     if key := provider.resolved_api_key():
         return key
-    if provider.spec.litellm_prefix is None:
+    if provider.kind == LITELLM_KIND:
         found = _litellm().validate_environment(model=litellm_model(provider))
         if not found.get("missing_keys"):
             return None
