@@ -16,6 +16,7 @@ from blocks.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    Truncated,
     UnknownProvider,
     UsageError,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "Truncated",
     "UnknownProvider",
     "Usage",
     "UsageError",

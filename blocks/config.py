@@ -57,6 +57,11 @@ class ProviderConfig(BaseModel):
     max_continuations: int = Field(
         default=3, ge=0, description="Continuations after finish_reason=length."
     )
+    accept_truncated: bool = Field(
+        default=False,
+        description="Keep an answer still cut off after the continuations (marked truncated) "
+        "instead of failing with Truncated.",
+    )
     parallelism: int | None = Field(
         default=None, ge=1, description="Max requests in flight; the kind's default when empty."
     )
@@ -125,8 +130,12 @@ class ProviderConfig(BaseModel):
         return {k: v for k, v in params.items() if v is not None}
 
     def check_ready(self) -> None:
-        """Raise ``NeedsKey`` (naming the variable) before any call that could not succeed."""
-        if self.spec.key_env and not self.resolved_api_key():
+        """Raise ``NeedsKey`` (naming the variable) before any call that could not succeed.
+
+        With an endpoint of the user's own (``api_base`` or the kind's base-URL variable) no
+        key is needed: local OpenAI-compatible servers take none (a dummy one is sent).
+        """
+        if self.spec.key_env and not self.resolved_api_key() and not self.resolved_api_base():
             raise NeedsKey(self.kind, self.spec.key_env)
 
 
@@ -140,6 +149,17 @@ def _env_number(name: str, kind: type[int] | type[float]) -> Any:
         raise UsageError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
 
 
+def _env_flag(name: str) -> bool | None:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return None
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise UsageError(f"{name}={raw!r} is not a valid flag; use 1 or 0")
+
+
 def config_from_env(
     kind: str | None = None,
     *,
@@ -150,14 +170,15 @@ def config_from_env(
     non-None ``overrides`` winning.
 
     Reads MODEL_PROVIDER, MODEL_NAME, MODEL_REASONING (for openai-codex CODEX_REASONING_EFFORT
-    first), OPENAI_TEMPERATURE, OPENAI_MAX_TOKENS,
-    LITELLM_NUM_RETRIES, LITELLM_TIMEOUT (seconds, fractions allowed), LITELLM_APP_RETRIES and
-    the kind's key and base-URL variables. A name that is not a registered kind but contains
-    "/" is taken as a litellm model string.
+    first), OPENAI_TEMPERATURE, OPENAI_MAX_TOKENS, LITELLM_NUM_RETRIES, LITELLM_TIMEOUT
+    (seconds, fractions allowed), LITELLM_APP_RETRIES, LLM_CONDUCTOR_ACCEPT_TRUNCATED and the
+    kind's key and base-URL variables. A name that is not a registered kind but contains "/"
+    is taken as a litellm model string.
     """
     kind = kind or os.environ.get("MODEL_PROVIDER") or "openai"
     if kind not in PROVIDERS and "/" in kind:
-        overrides.setdefault("model", kind)
+        if overrides.get("model") is None:  # the CLI passes model=None when -m is not given
+            overrides["model"] = kind
         kind = LITELLM_KIND
     get_spec(kind)
     reasoning, source = overrides.get("reasoning_effort"), ""
@@ -183,6 +204,7 @@ def config_from_env(
         "retries": _env_number("LITELLM_NUM_RETRIES", int),
         "timeout": _env_number("LITELLM_TIMEOUT", float),
         "empty_retries": _env_number("LITELLM_APP_RETRIES", int),
+        "accept_truncated": _env_flag("LLM_CONDUCTOR_ACCEPT_TRUNCATED"),
     }
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -17,9 +17,15 @@ one line that says what went wrong and, where possible, what to do about it::
     │   └── CliProviderError       the claude/codex executable failed (.exit_code, .stderr_tail)
     ├── PromptFileError            a prompt file that cannot be used
     └── InvalidOutput              the answer does not fit the output format (e.g. not JSON)
+        └── Truncated              still cut off by the token limit after the continuations
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from blocks.result import Completion
 
 __all__ = [
     "AuthenticationFailed",
@@ -34,6 +40,7 @@ __all__ = [
     "ProviderTimeout",
     "ProviderUnavailable",
     "RateLimited",
+    "Truncated",
     "UnknownProvider",
     "UsageError",
 ]
@@ -152,9 +159,21 @@ class PromptFileError(ConductorError):
 
 
 class InvalidOutput(ConductorError):
-    """The model's answer does not fit the requested output format."""
+    """The model's answer does not fit the requested output format.
 
-    def __init__(self, message: str, *, answer: str | None = None) -> None:
+    ``completion`` is the answer received, when there was one: it was paid for, so its text is
+    kept (``answer``) and its tokens are counted like any other.
+    """
+
+    # Keyword defaults keep it picklable (Prefect stores a failed task's exception).
+    def __init__(
+        self, message: str, *, answer: str | None = None, completion: Completion | None = None
+    ) -> None:
         super().__init__(message)
-        #: The rejected answer, when there was one: it was paid for, so it is kept.
-        self.answer = answer
+        self.completion = completion
+        self.answer = answer if answer is not None or completion is None else completion.text
+
+
+class Truncated(InvalidOutput):
+    """The answer still ended at the token limit (``finish_reason=length``) after the
+    continuations, or a continuation repeated what came before: it is not the whole answer."""

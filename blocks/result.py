@@ -16,6 +16,9 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     #: USD; None when neither litellm nor the CLI reported it (never guessed).
     cost: float | None = None
+    #: The token counts are litellm's estimate: the server reported none (llama.cpp-style
+    #: streams without usage).
+    estimated: bool = False
 
     @property
     def total_tokens(self) -> int:
@@ -27,6 +30,7 @@ class Usage(BaseModel):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             cost=sum(costs) if costs else None,
+            estimated=self.estimated or other.estimated,
         )
 
 
@@ -48,6 +52,11 @@ class Completion(BaseModel):
     segments: int = 1
     attempts: int = 1
     elapsed: float = 0.0
+
+    @property
+    def truncated(self) -> bool:
+        """Still cut off by the token limit: only returned when truncation is accepted."""
+        return self.finish_reason == "length"
 
     @property
     def prompt_tokens(self) -> int:
@@ -74,4 +83,7 @@ class Completion(BaseModel):
             "segments": self.segments,
             "attempts": self.attempts,
             "elapsed": round(self.elapsed, 3),
+            # Only when true, so that an ordinary answer's record stays as it was.
+            **({"truncated": True} if self.truncated else {}),
+            **({"usage_estimated": True} if self.usage.estimated else {}),
         }

@@ -2,8 +2,9 @@
 
 litellm's own retries differ per provider (NOTES.md), so it is always called with
 ``max_retries=0`` and every transient failure comes back here: 429, 5xx, timeouts and dropped
-connections are retried with exponential backoff and full jitter, honouring Retry-After; an
-empty answer is retried on its own budget; any other error is raised at once.
+connections are retried with exponential backoff and full jitter, honouring Retry-After (or,
+without that header, a "Please try again in 300ms" hint in the error body, as OpenAI sends);
+an empty answer is retried on its own budget; any other error is raised at once.
 """
 
 from __future__ import annotations
@@ -11,16 +12,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from blocks.errors import EmptyResponse, ProviderError, RateLimited
 
-__all__ = ["RetryPolicy", "retry_call"]
+__all__ = ["RetryPolicy", "hinted_delay", "retry_call"]
 
 T = TypeVar("T")
 logger = logging.getLogger("llm_conductor.retry")
+
+# "try again in 300ms", "in 1.5s", "in 6m0s", "in 1h2m3.5s" (Go-style durations).
+_HINT = re.compile(r"try again in ((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)", re.IGNORECASE)
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)", re.IGNORECASE)
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def hinted_delay(message: str) -> float | None:
+    """The wait an error message asks for ("Please try again in 1.5s"), in seconds."""
+    found = _HINT.search(message)
+    if found is None:
+        return None
+    return sum(float(n) * _UNIT[unit.lower()] for n, unit in _PART.findall(found.group(1)))
 
 
 @dataclass(frozen=True)
@@ -38,9 +53,12 @@ class RetryPolicy:
     max_retry_after: float = 300.0
 
     def delay(self, failures: int, error: ProviderError, rng: random.Random) -> float:
-        retry_after = error.retry_after if isinstance(error, RateLimited) else None
-        if retry_after is not None:
-            return retry_after
+        if isinstance(error, RateLimited):
+            retry_after = error.retry_after
+            if retry_after is None:
+                retry_after = hinted_delay(str(error))
+            if retry_after is not None:
+                return retry_after
         ceiling = min(self.backoff_max, self.backoff_base * 2 ** (failures - 1))
         return rng.uniform(0, ceiling)
 

@@ -261,6 +261,7 @@ def _outcome(
         cost=paid.cost,
         seconds=round(paid.elapsed, 3),
         error=error,
+        usage_estimated=paid.usage.estimated,
     )
 
 

@@ -40,6 +40,7 @@ Environment (flags win over env):
   LITELLM_NUM_RETRIES  retries after 429/5xx/timeouts (default 3)
   LITELLM_TIMEOUT      seconds per attempt, fractions allowed (default 120)
   LITELLM_APP_RETRIES  retries after an empty answer (default 3)
+  LLM_CONDUCTOR_ACCEPT_TRUNCATED  1 = as --accept-truncated
   LITELLM_DEBUG        1 = litellm debug logging
   PREFECT_API_URL      when set, every run is a flow run visible in that Prefect UI
   LLM_CONDUCTOR_RAISE_ERRORS  1 = show tracebacks for unexpected errors
@@ -141,6 +142,14 @@ TimeoutOpt = Annotated[
     float | None, typer.Option("--timeout", help="Seconds per attempt [env LITELLM_TIMEOUT].")
 ]
 ApiBaseOpt = Annotated[str | None, typer.Option("--api-base", help="Endpoint URL override.")]
+AcceptTruncatedOpt = Annotated[
+    bool,
+    typer.Option(
+        "--accept-truncated",
+        help="Keep an answer still cut off by the token limit after the continuations (marked "
+        "truncated) instead of failing [env LLM_CONDUCTOR_ACCEPT_TRUNCATED].",
+    ),
+]
 
 
 def build_provider(
@@ -199,6 +208,7 @@ def run(
     max_tokens: MaxTokensOpt = None,
     timeout: TimeoutOpt = None,
     api_base: ApiBaseOpt = None,
+    accept_truncated: AcceptTruncatedOpt = False,
     no_stream: Annotated[
         bool, typer.Option("--no-stream", help="Print the answer at the end, not as it arrives.")
     ] = False,
@@ -213,17 +223,19 @@ def run(
     (--raw: exactly the answer); logs and errors go to stderr. With PREFECT_API_URL set the
     call is a flow run in that Prefect server's UI; without it no Prefect server is started.
     """
-    from flows.single import run_single
+    from flows.single_run import run_single
 
     llm = build_provider(
         provider,
         model,
         reasoning,
         block,
+        config_only=True,  # run_single makes the block only for a flow run
         temperature=temperature,
         max_tokens=max_tokens,
         timeout=timeout,
         api_base=api_base,
+        accept_truncated=accept_truncated or None,
     )
     text = _read_prompt(prompt)
     llm.check_ready()
@@ -288,6 +300,7 @@ def batch(
     max_tokens: MaxTokensOpt = None,
     timeout: TimeoutOpt = None,
     api_base: ApiBaseOpt = None,
+    accept_truncated: AcceptTruncatedOpt = False,
 ) -> None:
     """Generate an output file for every changed *.prompt.md file.
 
@@ -308,6 +321,7 @@ def batch(
         max_tokens=max_tokens,
         timeout=timeout,
         api_base=api_base,
+        accept_truncated=accept_truncated or None,
     )
     listed = None
     if files_from is not None:

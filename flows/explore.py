@@ -72,6 +72,8 @@ class ExploreSummary(BaseModel):
     duplicate_rate: float
     unique_per_minute: float
     cost: float
+    #: False when some answer had no known price: ``cost`` is then a lower bound.
+    cost_known: bool = True
     producers_stopped: int = 0
     interrupted: bool = False
     #: Lines of the answers that were not attributes, by reason.
@@ -95,8 +97,14 @@ class ExploreSummary(BaseModel):
             f"explore: {self.unique} unique attributes ({self.new_this_run} new) from "
             f"{self.batches} batches, {self.requests} requests, {self.failures} failed{stopped}; "
             f"duplicate rate {self.duplicate_rate:.0%}, {self.unique_per_minute:g}/min, "
-            f"${self.cost:.4f}{rejected}; in {self.output_dir}"
+            f"{self._cost()}{rejected}; in {self.output_dir}"
         )
+
+    def _cost(self) -> str:
+        if self.cost_known:
+            return f"${self.cost:.4f}"
+        # No price known for some answers: a bare "$0.0000" would claim they were free.
+        return f"${self.cost:.4f} + unknown" if self.cost else "cost unknown"
 
 
 @traced_flow  # one trace per flow run: every producer's LLM calls nest under it
@@ -233,6 +241,7 @@ async def _explore(
             duplicate_rate=metrics["duplicate_rate"],
             unique_per_minute=metrics["unique_per_minute"],
             cost=metrics["cost"],
+            cost_known=metrics["cost_known"],
             producers_stopped=len(stopped),
             interrupted=exploration.stopped,
             rejected=metrics["rejected"],

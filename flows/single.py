@@ -1,6 +1,8 @@
 """The single-prompt flow: one prompt in, one completion out (streamed when asked).
 
-Run it with ``llm-conductor run`` or ``python -m flows.single``.
+Run it with ``llm-conductor run`` or ``python -m flows.single``; ``run_single`` (the entry
+point, re-exported from flows/single_run.py) only imports this module when a Prefect API is
+configured.
 """
 
 from __future__ import annotations
@@ -9,9 +11,9 @@ from prefect import flow
 
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
-from blocks.tracing import flow_span, traced_flow
-from flows.prefect_api import prefect_api_url
-from tasks.llm import call_model, complete
+from blocks.tracing import traced_flow
+from flows.single_run import FLOW_NAME, run_single
+from tasks.llm import call_model
 from tasks.reporting import answer_markdown
 from tasks.stopping import stop_propagates
 
@@ -22,7 +24,7 @@ __all__ = ["complete_prompt", "run_single"]
 # triggered a deployment run (without it: MissingResult).
 @traced_flow
 @flow(
-    name="Complete one prompt",
+    name=FLOW_NAME,
     description="Send one prompt to one provider; artifact single-answer holds the answer.",
     persist_result=True,
 )
@@ -38,19 +40,6 @@ async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = Fal
         description=f"The answer of {completion.provider}:{completion.model}",
     )
     return completion
-
-
-async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False) -> Completion:
-    """Complete ``prompt`` as a flow run when a Prefect API is configured, directly otherwise.
-
-    Without a configured API, Prefect would start an ephemeral server (6-7 s) for a call that
-    takes a fraction of that; the task's function runs without it and nothing is lost, since
-    there is no UI to show the run in.
-    """
-    if prefect_api_url():
-        return await complete_prompt(prompt, provider, stream=stream)
-    with flow_span(complete_prompt.name):  # same trace shape as the flow run, without its id
-        return await complete(provider, prompt, stream=stream)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from tasks.stopping import STOPPED, until_stopped
 
 __all__ = [
     "GeneratedOutput",
-    "RejectedAnswer",
     "answer_cache",
     "generate",
     "generate_in_task_run",
@@ -46,15 +45,6 @@ class GeneratedOutput(BaseModel):
     #: Read back from the answer cache: nothing was sent or paid for in this run (always
     #: False in the cache itself; set on the copy a cache hit returns).
     cached: bool = False
-
-
-class RejectedAnswer(InvalidOutput):
-    """An answer that was paid for but does not fit the output format; ``completion`` says
-    what it cost, so that its tokens are counted like any other."""
-
-    def __init__(self, message: str, *, completion: Completion | None = None) -> None:
-        super().__init__(message, answer=completion.text if completion is not None else None)
-        self.completion = completion
 
 
 def cache_key(scope: str, key: str) -> str:
@@ -115,7 +105,7 @@ async def generate(
             completion.text, output_format, key, output_metadata(completion, provider)
         )
     except InvalidOutput as error:
-        raise RejectedAnswer(str(error), completion=completion) from None
+        raise InvalidOutput(str(error), completion=completion) from None
     return GeneratedOutput(completion=completion, text=text, is_json=is_json)
 
 

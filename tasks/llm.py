@@ -2,40 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-import sys
-
 from prefect import task
 
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from tasks.attributes import MAX_WORDS, ParsedAnswer, parse_answer
+from tasks.complete import complete, stream_to_stdout
 from tasks.stopping import until_stopped
 
 __all__ = ["ask", "ask_for_attributes", "call_model", "complete", "stream_to_stdout"]
-
-logger = logging.getLogger("llm_conductor.tasks")
-
-
-def stream_to_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-async def complete(provider: LLMProvider, prompt: str, stream: bool = False) -> Completion:
-    """Complete ``prompt`` with ``provider``; with ``stream`` the answer goes to stdout as it
-    comes. The body of ``call_model``, usable without Prefect."""
-    completion = await provider.acomplete(prompt, on_text=stream_to_stdout if stream else None)
-    logger.debug(
-        "%s answered in %.2fs: %d+%d tokens, %s segment(s), %s attempt(s)",
-        provider.label,
-        completion.elapsed,
-        completion.prompt_tokens,
-        completion.completion_tokens,
-        completion.segments,
-        completion.attempts,
-    )
-    return completion
 
 
 @task(name="call-model", task_run_name="call {provider.kind}", retries=0)

@@ -57,6 +57,9 @@ class Entry(NamedTuple):
         error: One line saying why the prompt failed.
         finished_at: ISO 8601 UTC time; ``Manifest.record`` stamps it when empty.
         cached: The answer came from the answer cache: no call was made in this run.
+        truncated: The output was written although the answer was still cut off
+            (``accept_truncated``).
+        usage_estimated: The token counts are litellm's estimate (the server sent none).
     """
 
     relative: str
@@ -70,6 +73,8 @@ class Entry(NamedTuple):
     error: str | None = None
     finished_at: str = ""
     cached: bool = False
+    truncated: bool = False
+    usage_estimated: bool = False
 
     @classmethod
     def succeeded(
@@ -89,6 +94,8 @@ class Entry(NamedTuple):
             usage.cost,
             completion.attempts,
             finished_at=_now(),
+            truncated=completion.truncated,
+            usage_estimated=usage.estimated,
         )
 
     @classmethod
@@ -120,25 +127,32 @@ class Entry(NamedTuple):
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             cost=self.cost,
+            estimated=self.usage_estimated,
         )
 
     def to_json(self) -> str:
         """The entry as one line of JSON, without the line break."""
+        usage: dict[str, Any] = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost": self.cost,
+        }
+        # The marks only when set: the lines of ordinary prompts stay as they were.
+        if self.usage_estimated:
+            usage["estimated"] = True
+        marks = {"truncated": True} if self.truncated else {}
         return json.dumps(
             {
                 "relative": self.relative,
                 "key": self.key,
                 "status": self.status,
                 "output": self.output,
-                "usage": {
-                    "prompt_tokens": self.prompt_tokens,
-                    "completion_tokens": self.completion_tokens,
-                    "cost": self.cost,
-                },
+                "usage": usage,
                 "attempts": self.attempts,
                 "error": self.error,
                 "finished_at": self.finished_at,
                 "cached": self.cached,
+                **marks,
             },
             ensure_ascii=False,
             separators=(",", ":"),
@@ -168,6 +182,8 @@ class Entry(NamedTuple):
             data.get("error"),
             data.get("finished_at", ""),
             data.get("cached", False),
+            data.get("truncated", False),
+            usage.get("estimated", False),
         )
         if tuple(map(type, entry)) not in _SHAPES or entry.status not in _STATUSES:
             raise ValueError("not a manifest entry")
@@ -179,7 +195,7 @@ class Entry(NamedTuple):
 _NONE = type(None)
 # Every valid combination of field types, so that checking an entry is one set lookup.
 _SHAPES = frozenset(
-    (str, str, str, output, int, int, cost, int, error, str, bool)
+    (str, str, str, output, int, int, cost, int, error, str, bool, bool, bool)
     for output in (str, _NONE)
     for cost in (int, float, _NONE)
     for error in (str, _NONE)

@@ -31,6 +31,8 @@ class PromptOutcome(BaseModel):
     cost: float | None = None
     seconds: float = 0.0
     error: str | None = None
+    #: The token counts are litellm's estimate (the server reported none).
+    usage_estimated: bool = False
 
     @property
     def cost_unknown(self) -> bool:
@@ -55,6 +57,8 @@ class BatchSummary(BaseModel):
     completion_tokens: int = 0
     cost: float = 0.0
     cost_known: bool = True
+    #: Some token counts are litellm's estimates, not the server's.
+    tokens_estimated: bool = False
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -74,7 +78,8 @@ class BatchSummary(BaseModel):
             parts.append(f"{self.missing} listed but missing (skipped)")
         return (
             f"batch: {self.total} prompts: {', '.join(parts)}; "
-            f"{self.prompt_tokens + self.completion_tokens:,} tokens, {cost}, {self.seconds:.1f}s"
+            f"{self.prompt_tokens + self.completion_tokens:,} tokens{self._estimated()}, {cost}, "
+            f"{self.seconds:.1f}s"
         )
 
     def markdown(self) -> str:
@@ -85,14 +90,17 @@ class BatchSummary(BaseModel):
             ("Failed", self.failed),
             ("Up to date (skipped)", self.up_to_date),
             ("Not started (budget)", self.not_started),
-            ("Prompt tokens", f"{self.prompt_tokens:,}"),
-            ("Completion tokens", f"{self.completion_tokens:,}"),
+            ("Prompt tokens", f"{self.prompt_tokens:,}" + self._estimated()),
+            ("Completion tokens", f"{self.completion_tokens:,}" + self._estimated()),
             ("Cost (USD)", f"{self.cost:.4f}" + ("" if self.cost_known else " + unknown")),
             ("Duration (s)", f"{self.seconds:.1f}"),
         ]
         return "# Batch summary\n\n| | |\n|---|---|\n" + "".join(
             f"| {name} | {value} |\n" for name, value in rows
         )
+
+    def _estimated(self) -> str:
+        return " (some estimated)" if self.tokens_estimated else ""
 
 
 class BatchReporter:
@@ -161,6 +169,7 @@ class BatchReporter:
             s.failed += 1
         s.prompt_tokens += outcome.prompt_tokens
         s.completion_tokens += outcome.completion_tokens
+        s.tokens_estimated = s.tokens_estimated or outcome.usage_estimated
         if outcome.cost is not None:
             s.cost += outcome.cost
         elif outcome.cost_unknown:

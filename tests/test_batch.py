@@ -680,3 +680,45 @@ def test_debug_detail_stays_off_prefects_api(llm_server, dirs):
     found = asyncio.run(messages())
     assert any(m.startswith("ok a.prompt.md") for m in found), found
     assert not any(m.startswith(("plan:", "a.prompt.md (new, key")) for m in found), found
+
+
+def continued_reply(body) -> str:
+    """A different text per continuation, as a model that does continue writes."""
+    n = sum(m["role"] == "assistant" for m in body["messages"])
+    return " ".join(f"part{n}-word{i}" for i in range(6))
+
+
+def test_a_truncated_answer_fails_is_kept_and_retried(llm_server, dirs):
+    src, out = dirs
+    write(src / "long.prompt.md", "write a lot")
+    llm_server.reply = continued_reply
+    llm_server.length_rounds = 100  # every segment ends at the token limit
+    summary = run_batch(provider(llm_server, max_continuations=1), src, out)
+    assert (summary.ok, summary.failed, summary.exit_code) == (0, 1, 1)
+    assert not (out / "long.md").exists() and not (out / "long.json").exists()
+    kept = out / ".llm-conductor/rejected/long.prompt.md.txt"
+    assert kept.read_text().startswith("part0-word0") and "part1-" in kept.read_text()
+    entry = Manifest.open(out).get("long.prompt.md")
+    assert entry.status == "failed" and "truncated after 1 continuations" in entry.error
+    # Nothing was written as ok, so a plain rerun asks again, and so does --retry-errors.
+    llm_server.reset()
+    llm_server.reply = "short and complete"
+    retried = run_batch(provider(llm_server, max_continuations=1), src, out, retry_errors=True)
+    assert retried.exit_code == 0 and len(llm_server.requests) == 1
+    assert (out / "long.md").read_text().endswith("short and complete")
+
+
+def test_an_accepted_truncated_answer_is_written_and_marked(llm_server, dirs):
+    src, out = dirs
+    write(src / "long.prompt.md", "write a lot")
+    llm_server.reply = continued_reply
+    llm_server.length_rounds = 100
+    accepting = provider(llm_server, max_continuations=1, accept_truncated=True)
+    assert run_batch(accepting, src, out).exit_code == 0
+    header = (out / "long.md").read_text().splitlines()[1]
+    metadata = json.loads(header.removeprefix("<!-- LLM Metadata: ").removesuffix(" -->"))
+    assert metadata["truncated"] is True and metadata["finish_reason"] == "length"
+    entry = Manifest.open(out).get("long.prompt.md")
+    assert entry.status == "ok" and entry.truncated
+    line = (out / ".llm-conductor/manifest.jsonl").read_text()
+    assert '"truncated":true' in line

@@ -483,3 +483,12 @@ def test_semantic_model_is_checked_before_any_request(servers, tmp_path):
     with pytest.raises(UsageError, match="semantic-threshold"):
         settings(semantic_threshold=1.5).check()
     assert a.requests == []
+
+
+def test_unknown_cost_is_said_not_printed_as_zero(servers, tmp_path):
+    # "m1" has no price in litellm's map: the answers' cost is unknown, not $0.
+    summary = run(settings(routing_config="openai:m1", iterations=2, producers=1), tmp_path)
+    assert summary.batches == 2 and not summary.cost_known
+    assert "cost unknown" in summary.line() and "$0.0000" not in summary.line()
+    priced = run(settings(routing_config="random:random", iterations=1), tmp_path / "priced")
+    assert priced.cost_known and "$0.0000" in priced.line()

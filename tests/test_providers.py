@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 
 import pytest
 
@@ -15,6 +16,7 @@ from blocks import (
     ProviderTimeout,
     ProviderUnavailable,
     RateLimited,
+    Truncated,
     UsageError,
     provider_from_env,
 )
@@ -90,9 +92,15 @@ async def test_any_litellm_model_string(llm_server):
     assert (await provider.acomplete("hi")).text == "via hosted_vllm"
 
 
+def segment_reply(body) -> str:
+    """A different text per continuation, as a model that does continue writes."""
+    n = sum(m["role"] == "assistant" for m in body["messages"])
+    return " ".join(f"part{n}-word{i}" for i in range(6))
+
+
 @pytest.mark.asyncio
 async def test_continuation_joins_segments_and_sums_usage(llm_server):
-    llm_server.reply = "alpha beta gamma delta epsilon zeta"
+    llm_server.reply = segment_reply
     llm_server.length_rounds = 2
     completion = await openai_block(llm_server).acomplete("long answer")
     assert completion.segments == 3
@@ -103,18 +111,48 @@ async def test_continuation_joins_segments_and_sums_usage(llm_server):
     assert bodies[1]["messages"][1]["role"] == "assistant"
     pieces = [m["content"] for m in bodies[2]["messages"] if m["role"] == "assistant"]
     assert len(pieces) == 2
-    assert completion.text == "".join(pieces) + llm_server.reply, "pieces joined exactly"
-    expected = sum(_count_tokens(p) for p in pieces) + _count_tokens(llm_server.reply)
+    last = segment_reply(bodies[2])
+    assert completion.text == "".join(pieces) + last, "pieces joined exactly"
+    expected = sum(_count_tokens(p) for p in pieces) + _count_tokens(last)
     assert completion.completion_tokens == expected, "usage summed over all segments"
 
 
 @pytest.mark.asyncio
-async def test_continuation_is_bounded(llm_server):
+async def test_still_truncated_after_the_continuations_is_an_error(llm_server):
+    llm_server.reply = segment_reply
     llm_server.length_rounds = 10
-    completion = await openai_block(llm_server, max_continuations=2).acomplete("x")
-    assert completion.segments == 3
-    assert completion.finish_reason == "length"
+    with pytest.raises(Truncated, match=r"truncated after 2 continuations") as caught:
+        await openai_block(llm_server, max_continuations=2).acomplete("x")
     assert len(llm_server.requests) == 3
+    kept = caught.value.completion
+    assert kept is not None and kept.segments == 3 and kept.completion_tokens > 0
+    assert caught.value.answer == kept.text and "part2-" in kept.text
+
+
+@pytest.mark.asyncio
+async def test_accepted_truncation_is_still_marked(llm_server):
+    llm_server.reply = segment_reply
+    llm_server.length_rounds = 10
+    provider = openai_block(llm_server, max_continuations=1, accept_truncated=True)
+    completion = await provider.acomplete("x")
+    assert completion.segments == 2 and completion.truncated
+    assert completion.metadata()["truncated"] is True
+    llm_server.length_rounds = 0
+    assert "truncated" not in (await provider.acomplete("x")).metadata()
+
+
+@pytest.mark.asyncio
+async def test_a_repeating_continuation_stops_and_counts_as_truncated(llm_server):
+    # A small model answering every "continue" with the same piece.
+    llm_server.reply = "The same thirty-two token piece, word for word, every time it is asked."
+    llm_server.length_rounds = 10
+    with pytest.raises(Truncated, match="continuation 1 repeated") as caught:
+        await openai_block(llm_server, max_continuations=3).acomplete("x")
+    assert len(llm_server.requests) == 2, "no third request once the answer repeats"
+    kept = caught.value.completion
+    first = llm_server.requests[1].json["messages"][1]["content"]
+    assert kept.text == first, "the repeat is not added to the answer"
+    assert kept.completion_tokens == 2 * _count_tokens(first), "but its tokens were paid"
 
 
 @pytest.mark.asyncio
@@ -200,6 +238,124 @@ async def test_stream_interrupted_after_output_is_not_retried(llm_server):
 
 
 @pytest.mark.asyncio
+async def test_a_stream_that_stops_without_finishing_is_an_error(llm_server):
+    # The server sends part of the answer and ends the response cleanly: litellm would make
+    # up finish_reason="stop" for it.
+    llm_server.reply = "Hello world, this answer is cut off halfway through"
+    llm_server.enqueue("cut_stream")
+    pieces: list[str] = []
+    with pytest.raises(ProviderUnavailable, match="no finish reason") as caught:
+        await openai_block(llm_server, retries=3).acomplete("x", on_text=pieces.append)
+    assert pieces and "".join(pieces) != llm_server.reply
+    assert not caught.value.retryable, "text already went out"
+    assert len(llm_server.requests) == 1
+
+
+@pytest.mark.asyncio
+async def test_a_stream_without_usage_is_marked_estimated(llm_server):
+    llm_server.reply = "one two three four"
+    provider = openai_block(llm_server)
+    counted = await provider.acomplete("x", on_text=lambda _: None)
+    assert not counted.usage.estimated and "usage_estimated" not in counted.metadata()
+    llm_server.stream_usage = False  # as llama.cpp-style servers stream
+    estimated = await provider.acomplete("x", on_text=lambda _: None)
+    assert estimated.usage.estimated and estimated.metadata()["usage_estimated"] is True
+    assert estimated.completion_tokens > 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("hint", "wait"), [("300ms", "0.30s"), ("1.5s", "1.50s")])
+async def test_429_body_hint_is_honoured_without_retry_after(llm_server, caplog, hint, wait):
+    llm_server.enqueue(
+        "429",
+        message="Rate limit reached for gpt-4o-mini in organization org-x on tokens per min "
+        f"(TPM): Limit 200000, Used 199990, Requested 60. Please try again in {hint}.",
+    )
+    caplog.set_level("INFO", logger="llm_conductor.retry")
+    completion = await openai_block(llm_server, backoff_base=0.0).acomplete("x")
+    assert completion.attempts == 2
+    assert any(f"retrying in {wait} after" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.asyncio
+async def test_openrouter_model_ids_are_not_prefixed_twice(llm_server):
+    for model, upstream in [
+        ("openrouter/anthropic/claude-3.5-haiku", "anthropic/claude-3.5-haiku"),
+        ("anthropic/claude-3.5-haiku", "anthropic/claude-3.5-haiku"),
+        ("openrouter/auto", "openrouter/auto"),  # OpenRouter's own id stays whole
+    ]:
+        llm_server.reset()
+        provider = LLMProvider(
+            kind="openrouter", model=model, api_base=llm_server.base_url, api_key=SECRET
+        )
+        await provider.acomplete("x")
+        assert llm_server.requests[0].json["model"] == upstream
+
+
+@pytest.mark.asyncio
+async def test_a_keyless_local_server_needs_no_key(llm_server, monkeypatch):
+    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
+    llm_server.reply = "no key needed"
+    provider = provider_from_env("openai")
+    provider.check_ready()
+    assert (await provider.acomplete("x")).text == "no key needed"
+    assert llm_server.requests[0].headers["authorization"] == "Bearer sk-no-key-needed"
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    with pytest.raises(NeedsKey, match="OPENAI_API_KEY"):
+        provider_from_env("openai").check_ready()
+
+
+@pytest.mark.asyncio
+async def test_a_litellm_model_string_as_provider(llm_server, monkeypatch):
+    # As the CLI calls it: -p openai/gemma-3-270m without -m passes model=None.
+    monkeypatch.setenv("OPENAI_BASE_URL", llm_server.base_url)
+    provider = provider_from_env("openai/gemma-3-270m", model=None)
+    assert (provider.kind, provider.model) == ("litellm", "openai/gemma-3-270m")
+    await provider.acomplete("x")
+    assert llm_server.requests[-1].json["model"] == "gemma-3-270m"
+    # litellm's own key variable for the vendor is used, not replaced by a dummy key.
+    monkeypatch.setenv("GROQ_API_KEY", "gsk-from-env")
+    groq = provider_from_env("groq/llama-3.1-8b-instant", model=None, api_base=llm_server.base_url)
+    await groq.acomplete("x")
+    request = llm_server.requests[-1]
+    assert request.json["model"] == "llama-3.1-8b-instant"
+    assert request.headers["authorization"] == "Bearer gsk-from-env"
+
+
+@pytest.mark.asyncio
+async def test_errors_never_carry_the_raw_exception_or_the_key(llm_server):
+    # A server that echoes the key it was sent, as some proxies do.
+    llm_server.enqueue("401", message="Incorrect API key provided: {api_key}. Go away.")
+    with pytest.raises(AuthenticationFailed) as caught:
+        await openai_block(llm_server).acomplete("x")
+    error = caught.value
+    assert llm_server.requests[0].headers["authorization"] == f"Bearer {SECRET}"
+    assert error.__cause__ is None and error.__context__ is None
+    shown = "".join(traceback.format_exception(error))
+    assert SECRET not in shown and "***" in str(error)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("kind", "env", "path", "hint"),
+    [
+        ("ollama", "OLLAMA_BASE_URL", "", "`ollama serve`"),
+        ("lmstudio", "LMSTUDIO_BASE_URL", "/v1", "lms server start"),
+        ("openai", "OPENAI_BASE_URL", "/v1", "start the server there"),
+    ],
+)
+async def test_a_local_server_that_is_not_running(unused_port, monkeypatch, kind, env, path, hint):
+    url = f"http://127.0.0.1:{unused_port}{path}"
+    monkeypatch.setenv(env, url)
+    provider = provider_from_env(kind, retries=0, timeout=5)
+    with pytest.raises(ProviderUnavailable) as caught:
+        await provider.acomplete("x")
+    message = str(caught.value)
+    assert f"nothing answers at {url} ({env})" in message and hint in message
+    assert "SSLContext" not in message and "\n" not in message
+
+
+@pytest.mark.asyncio
 async def test_refused_connection_is_unavailable(unused_port):
     provider = LLMProvider(
         kind="openai",
@@ -209,7 +365,7 @@ async def test_refused_connection_is_unavailable(unused_port):
         backoff_base=0.0,
         timeout=2,
     )
-    with pytest.raises(ProviderUnavailable, match="connection to http://127.0.0.1:.* failed"):
+    with pytest.raises(ProviderUnavailable, match="nothing answers at http://127.0.0.1:"):
         await provider.acomplete("x")
 
 
@@ -297,3 +453,35 @@ def test_random_provider_injected_failures_are_retried():
     )
     attempts = [provider.complete(f"prompt {i}").attempts for i in range(20)]
     assert max(attempts) > 1, "with a 50% failure rate some calls must have been retried"
+
+
+@pytest.mark.asyncio
+async def test_estimated_usage_is_marked_in_the_manifest_and_the_summary(llm_server):
+    import json
+
+    from tasks.manifest import Entry
+    from tasks.reporting import BatchReporter, PromptOutcome
+
+    llm_server.stream_usage = False
+    completion = await openai_block(llm_server).acomplete("x", on_text=lambda _: None)
+    line = Entry.succeeded("a.prompt.md", "k", "a.md", completion).to_json()
+    assert json.loads(line)["usage"]["estimated"] is True
+    assert Entry.from_dict(json.loads(line)).usage.estimated, "read back as estimated"
+    reporter = BatchReporter(1, tty=False, artifacts=False)
+    await reporter.record(
+        PromptOutcome(
+            file="a.prompt.md",
+            status="ok",
+            completion_tokens=completion.completion_tokens,
+            usage_estimated=completion.usage.estimated,
+        )
+    )
+    assert "tokens (some estimated)" in (await reporter.close()).line()
+
+
+def test_list_counts_an_endpoint_of_ones_own_as_ready(monkeypatch):
+    from blocks import get_spec
+
+    assert not get_spec("openai").requirement_met()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8000/v1")
+    assert get_spec("openai").requirement_met(), "no key is needed there"

@@ -63,6 +63,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             base_url_env="LMSTUDIO_BASE_URL",
             default_base_url="http://localhost:1234/v1",
             streams=True,
+            start_hint="start LM Studio's server (`lms server start`, or Developer > Start Server)",
         ),
         ProviderSpec(
             "ollama",
@@ -74,6 +75,7 @@ PROVIDERS: dict[str, ProviderSpec] = {
             base_url_env="OLLAMA_BASE_URL",
             default_base_url="http://localhost:11434",
             streams=True,
+            start_hint="start it with `ollama serve`",
         ),
         ProviderSpec(
             "anthropic",
@@ -152,6 +154,10 @@ def get_spec(kind: str) -> ProviderSpec:
 
 
 def load_backend(spec: ProviderSpec) -> Backend:
-    """Import the backend module of ``spec`` on first use and return its ``attempt``."""
+    """Import the backend module of ``spec`` on first use, run its optional ``prepare()``
+    (heavy imports, client set-up: outside any attempt's deadline) and return its
+    ``attempt``."""
     module = importlib.import_module(_BACKEND_MODULES[spec.backend])
+    if prepare := getattr(module, "prepare", None):
+        prepare()
     return module.attempt  # type: ignore[no-any-return]

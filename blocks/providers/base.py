@@ -55,6 +55,8 @@ class ProviderSpec:
     default_base_url: str | None = None
     executable: str | None = None
     streams: bool = False
+    #: How to start the kind's local server, for "nothing answers at ..." errors.
+    start_hint: str | None = None
 
     def base_url(self) -> str | None:
         if self.base_url_env and (url := os.environ.get(self.base_url_env)):
@@ -74,8 +76,8 @@ class ProviderSpec:
 
     def requirement_met(self) -> bool:
         """Whether the requirement is present now; a server gets a 0.3 s TCP connect probe."""
-        if self.key_env:
-            return bool(os.environ.get(self.key_env))
+        if self.key_env:  # an endpoint of one's own needs no key (a local server)
+            return bool(os.environ.get(self.key_env) or self.base_url())
         if self.executable:
             return shutil.which(self.executable) is not None
         if url := self.base_url():

@@ -9,7 +9,6 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from blocks.errors import (
@@ -20,13 +19,14 @@ from blocks.errors import (
     ProviderUnavailable,
     RateLimited,
 )
+from blocks.providers import LITELLM_KIND
 from blocks.providers.base import Message, OnText, Segment
 from blocks.result import Usage
 
 if TYPE_CHECKING:
     from blocks.llm_provider import LLMProvider
 
-__all__ = ["attempt", "completion_kwargs", "embed", "map_litellm_errors"]
+__all__ = ["attempt", "completion_kwargs", "embed", "prepare", "provider_error"]
 
 logger = logging.getLogger("llm_conductor.litellm")
 # Local servers accept any key, but litellm refuses to send a request without one.
@@ -45,9 +45,50 @@ def _litellm() -> Any:
     return litellm
 
 
+def prepare() -> None:
+    """Import litellm and set up what its first call would set up lazily (the OpenAI SDK's
+    resources, the tokenizer used for costs, the stream wrapper): ≈3 s that must not count
+    against the first attempt's deadline. Once per process."""
+    _warm_up()
+
+
+@functools.cache
+def _warm_up() -> None:
+    litellm = _litellm()
+    import openai.resources  # noqa: F401  (what ``client.chat`` imports on first use)
+
+    with contextlib.suppress(Exception):  # only a warm-up: the call itself reports problems
+        litellm.token_counter(model="gpt-4o-mini", text="warm up")
+        # A mocked streamed call (no network) builds what the first real one would: the
+        # stream wrapper's pydantic models, litellm's service logger (≈0.5 s measured).
+        messages = [{"role": "user", "content": "warm up"}]
+        stream = litellm.completion(
+            model="openai/warm-up", messages=messages, mock_response="ok", stream=True
+        )
+        for _chunk in stream:
+            pass
+
+
 def litellm_model(provider: LLMProvider) -> str:
     prefix = provider.spec.litellm_prefix
-    return f"{prefix}/{provider.model_name}" if prefix else provider.model_name
+    name = provider.model_name
+    if prefix == "openrouter" and name.startswith("openrouter/") and name.count("/") >= 2:
+        # litellm's own spelling "openrouter/vendor/model": the vendor's id is the rest (an
+        # id such as "openrouter/auto" is OpenRouter's own and stays whole).
+        name = name.removeprefix("openrouter/")
+    return f"{prefix}/{name}" if prefix else name
+
+
+def _api_key(provider: LLMProvider) -> str | None:
+    """The key to send: the configured one; for a litellm model string without one, None
+    when litellm finds the provider's own variable (GROQ_API_KEY...); else a dummy one."""
+    if key := provider.resolved_api_key():
+        return key
+    if provider.kind == LITELLM_KIND:
+        found = _litellm().validate_environment(model=litellm_model(provider))
+        if not found.get("missing_keys"):
+            return None
+    return _DUMMY_KEY
 
 
 def completion_kwargs(
@@ -57,11 +98,12 @@ def completion_kwargs(
     kwargs: dict[str, Any] = {
         "model": litellm_model(provider),
         "messages": messages,
-        "api_key": provider.resolved_api_key() or _DUMMY_KEY,
         "timeout": provider.timeout,
         "max_retries": 0,  # the one retry loop is ours (blocks/retry.py)
         "num_retries": 0,
     }
+    if (api_key := _api_key(provider)) is not None:
+        kwargs["api_key"] = api_key
     if api_base := provider.resolved_api_base():
         kwargs["api_base"] = api_base
     if provider.temperature is not None:
@@ -102,64 +144,77 @@ def _message(error: BaseException, secret: str | None) -> str:
     return text[:300] or type(error).__name__
 
 
-def _connection_failure(error: BaseException) -> BaseException | None:
-    """The transport error behind ``error``: litellm reports a refused connection as a 500."""
+def _connection_failure(error: BaseException) -> tuple[BaseException | None, bool]:
+    """The transport error behind ``error`` (litellm reports a refused connection as a 500)
+    and whether nothing listens at the address at all."""
     import httpx
     import openai
 
+    transport = openai.APIConnectionError | httpx.TransportError | ConnectionError
+    timeout = openai.APITimeoutError | httpx.TimeoutException
+    found: BaseException | None = None
+    refused = False
     seen: BaseException | None = error
     while seen is not None:
-        transport = openai.APIConnectionError | httpx.TransportError | ConnectionError
-        timeout = openai.APITimeoutError | httpx.TimeoutException
         if isinstance(seen, transport) and not isinstance(seen, timeout):
-            return seen
+            found = found or seen
+            refused = refused or isinstance(seen, ConnectionRefusedError | httpx.ConnectError)
         seen = seen.__cause__ or seen.__context__
-    return None
+    return found, refused
 
 
-@contextlib.contextmanager
-def map_litellm_errors(provider: LLMProvider) -> Iterator[None]:
-    """Turn litellm's and the OpenAI SDK's exceptions into our tree, by status code.
+def _nothing_answers(provider: LLMProvider, where: str) -> str:
+    spec = provider.spec
+    from_env = spec.base_url_env if provider.api_base is None and spec.base_url_env else None
+    source = f" ({from_env})" if from_env and os.environ.get(from_env) else ""
+    hint = spec.start_hint or "start the server there, or fix the address"
+    return f"nothing answers at {where}{source}: {hint}"
+
+
+def provider_error(provider: LLMProvider, error: Exception) -> ProviderError:
+    """Our error for a litellm or OpenAI SDK exception, classified by status code.
 
     Classes are not reliable (NOTES.md): a refused connection and missing credentials both
-    arrive as InternalServerError 500, so the status code and a few markers decide.
+    arrive as InternalServerError 500, so the status code and a few markers decide. The
+    result carries only a cleaned-up message with the key masked: callers raise it
+    ``from None``, because the original exception (and its chain) may hold the key that a
+    server echoed back, and Prefect prints and stores whole chains. Anything that is not
+    litellm's or the SDK's is a bug in our code and is re-raised.
     """
-    litellm = _litellm()
-    try:
-        yield
-    except ProviderError:
-        raise
-    except Exception as error:
-        # Every litellm exception derives from the OpenAI SDK's root; anything else is a bug
-        # in our code and stays visible.
-        import openai
+    import openai
 
-        if not isinstance(error, openai.OpenAIError | ConnectionError | TimeoutError):
-            raise
-        name = provider.kind
-        status = getattr(error, "status_code", None)
-        message = _message(error, provider.resolved_api_key())
-        if isinstance(error, litellm.Timeout | TimeoutError) or status == 408:
-            raise ProviderTimeout(
-                f"no answer within {provider.timeout:g}s", provider=name, status_code=408
-            ) from error
-        if _connection_failure(error) is not None:
-            where = provider.resolved_api_base() or "the provider"
-            raise ProviderUnavailable(
-                f"connection to {where} failed: {message}", provider=name
-            ) from error
-        if status == 429:
-            raise RateLimited(
-                f"rate limited: {message}", provider=name, retry_after=_retry_after(error)
-            ) from error
-        if status in (401, 403):
-            hint = f" (check {provider.spec.key_env})" if provider.spec.key_env else ""
-            raise AuthenticationFailed(
-                f"authentication failed{hint}: {message}", provider=name, status_code=status
-            ) from error
-        if isinstance(status, int) and 400 <= status < 500:
-            raise BadRequest(message, provider=name, status_code=status) from error
-        raise ProviderUnavailable(message, provider=name, status_code=status) from error
+    # Every litellm exception derives from the OpenAI SDK's root.
+    if not isinstance(error, openai.OpenAIError | ConnectionError | TimeoutError):
+        raise error
+    litellm = _litellm()
+    name = provider.kind
+    status = getattr(error, "status_code", None)
+    message = _message(error, provider.resolved_api_key())
+    logger.debug(
+        "%s: litellm raised %s (status %s): %s", name, type(error).__name__, status, message
+    )
+    if isinstance(error, litellm.Timeout | TimeoutError) or status == 408:
+        return ProviderTimeout(
+            f"no answer within {provider.timeout:g}s", provider=name, status_code=408
+        )
+    transport, refused = _connection_failure(error)
+    if transport is not None:
+        where = provider.resolved_api_base() or "the provider"
+        if refused:
+            return ProviderUnavailable(_nothing_answers(provider, where), provider=name)
+        return ProviderUnavailable(f"connection to {where} failed: {message}", provider=name)
+    if status == 429:
+        return RateLimited(
+            f"rate limited: {message}", provider=name, retry_after=_retry_after(error)
+        )
+    if status in (401, 403):
+        hint = f" (check {provider.spec.key_env})" if provider.spec.key_env else ""
+        return AuthenticationFailed(
+            f"authentication failed{hint}: {message}", provider=name, status_code=status
+        )
+    if isinstance(status, int) and 400 <= status < 500:
+        return BadRequest(message, provider=name, status_code=status)
+    return ProviderUnavailable(message, provider=name, status_code=status)
 
 
 def _usage(response: Any) -> tuple[int, int]:
@@ -186,20 +241,19 @@ async def attempt(
     litellm = _litellm()
     stream = on_text is not None and provider.spec.streams
     kwargs = completion_kwargs(provider, messages, stream)
-    with map_litellm_errors(provider):
+    failure: ProviderError | None = None
+    try:
         if stream:
-            chunks = []
-            async for chunk in await litellm.acompletion(**kwargs):
-                chunks.append(chunk)
-                if chunk.choices and (delta := chunk.choices[0].delta.content):
-                    on_text(delta)  # type: ignore[misc]
-            if not chunks:
-                raise ProviderUnavailable(
-                    "the stream ended without any data", provider=provider.kind
-                )
-            response = litellm.stream_chunk_builder(chunks, messages=messages)
+            response, estimated = await _streamed(litellm, provider, kwargs, on_text)
         else:
-            response = await litellm.acompletion(**kwargs)
+            response, estimated = await litellm.acompletion(**kwargs), False
+    except ProviderError:
+        raise
+    except Exception as error:
+        failure = provider_error(provider, error)
+    if failure is not None:
+        # Raised outside the except clause, so not even __context__ keeps the original.
+        raise failure from None
     if response is None or not getattr(response, "choices", None):
         raise ProviderUnavailable("the answer has no choices", provider=provider.kind)
     choice = response.choices[0]
@@ -214,6 +268,7 @@ async def attempt(
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
             cost=_cost(litellm, response),
+            estimated=estimated,
         ),
         response_id=getattr(response, "id", None),
     )
@@ -222,18 +277,50 @@ async def attempt(
 async def embed(provider: LLMProvider, texts: list[str]) -> list[list[float]]:
     """One ``litellm.aembedding`` call: a vector per text, in order (semantic dedup)."""
     litellm = _litellm()
-    with map_litellm_errors(provider):
+    failure: ProviderError | None = None
+    try:
         response = await litellm.aembedding(
             model=litellm_model(provider),
             input=texts,
             api_base=provider.resolved_api_base(),
-            api_key=provider.resolved_api_key() or _DUMMY_KEY,
+            api_key=_api_key(provider),
             timeout=provider.timeout,
             max_retries=0,
         )
+    except Exception as error:
+        failure = provider_error(provider, error)
+    if failure is not None:
+        raise failure from None  # outside the except clause: no chain holds the key
     data = sorted(response.data, key=lambda item: item["index"])
     if len(data) != len(texts):
         raise ProviderUnavailable(
             f"{len(data)} embeddings for {len(texts)} texts", provider=provider.kind
         )
     return [list(item["embedding"]) for item in data]
+
+
+async def _streamed(
+    litellm: Any, provider: LLMProvider, kwargs: dict[str, Any], on_text: OnText
+) -> tuple[Any, bool]:
+    """The response rebuilt from a stream, and whether its usage is litellm's estimate."""
+    chunks = []
+    wrapper = await litellm.acompletion(**kwargs)
+    async for chunk in wrapper:
+        chunks.append(chunk)
+        if chunk.choices and (delta := chunk.choices[0].delta.content):
+            on_text(delta)
+    if not chunks:
+        raise ProviderUnavailable("the stream ended without any data", provider=provider.kind)
+    # litellm closes a stream that simply stops with a made-up finish_reason "stop" (and
+    # estimated usage): what the server itself sent is kept on the wrapper.
+    received = (
+        getattr(wrapper, "received_finish_reason", "stop"),
+        getattr(wrapper, "intermittent_finish_reason", None),
+    )
+    if not any(received):
+        raise ProviderUnavailable(
+            "the stream ended before the answer did (no finish reason)", provider=provider.kind
+        )
+    raw = getattr(wrapper, "chunks", None)
+    estimated = raw is not None and not any(getattr(c, "usage", None) for c in raw)
+    return litellm.stream_chunk_builder(chunks, messages=kwargs["messages"]), estimated

@@ -64,7 +64,7 @@ ReplyFn = Callable[[dict[str, Any]], str]
 
 #: Non-HTTP-status fault kinds; any 4xx/5xx code ("429", 503, ...) is accepted as well.
 FAULT_KINDS = frozenset(
-    {"timeout", "empty", "drop", "drop_mid_stream", "stall_mid_stream", "garbage"}
+    {"timeout", "empty", "drop", "drop_mid_stream", "stall_mid_stream", "cut_stream", "garbage"}
 )
 
 _GARBAGE = b"<html><body>upstream proxy says hello</body></html>"
@@ -142,6 +142,8 @@ class _Call:
     messages: list[tuple[str, str]]  # (role, text)
     stream: bool
     include_usage: bool = True
+    #: The credential the request carried (Bearer token, x-api-key, ...), for echoing faults.
+    api_key: str = ""
 
     @property
     def last_user_text(self) -> str:
@@ -270,6 +272,7 @@ class _OpenAI(_Api):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": call.model,
+            "service_tier": "default",  # as OpenAI sends (litellm's groq path reads it)
             "system_fingerprint": "fp_llmserver",
             "choices": [
                 {
@@ -296,6 +299,7 @@ class _OpenAI(_Api):
             "object": "chat.completion.chunk",
             "created": int(time.time()),
             "model": call.model,
+            "service_tier": "default",
             "system_fingerprint": "fp_llmserver",
         }
         if call.include_usage:
@@ -612,6 +616,17 @@ def _default_error_message(status: int) -> str:
     # "Incorrect API key provided" (otherwise to BadRequestError): use the real wording.
     phrase = {401: "Incorrect API key provided: dummy", 429: "Rate limit reached"}.get(status)
     return f"{phrase or _reason(status)} (injected by LLMServer)"
+
+
+def _credential(headers: Mapping[str, str], query: str) -> str:
+    bearer = headers.get("authorization", "").removeprefix("Bearer ").strip()
+    key = re.search(r"(?:^|&)key=([^&]*)", query)
+    return (
+        bearer
+        or headers.get("x-api-key", "")
+        or headers.get("x-goog-api-key", "")
+        or (key.group(1) if key else "")
+    )
 
 
 def _make_fault(
@@ -935,6 +950,8 @@ class LLMServer:
         #: Cut an answer longer than the request's ``max_tokens`` (in words) there, with a
         #: length finish reason, as a real server does.
         self.honour_max_tokens = False
+        #: False: OpenAI streams carry no usage even when asked (llama.cpp-style servers).
+        self.stream_usage = True
         #: N > 0: the first answers wait (up to 30 s) until N requests are in flight at once,
         #: so a test of a parallelism bound sees it reached however slowly the client starts
         #: its requests; after that, answers flow as usual. ``reset()`` re-arms it.
@@ -1013,7 +1030,10 @@ class LLMServer:
         from ``retry_after``); "timeout" (answer after ``seconds``, None = never);
         "empty" (content ""); "drop" (close without a response); "drop_mid_stream" (close
         after part of the body/stream); "stall_mid_stream" (pause ``seconds`` halfway);
-        "garbage" (200 with a non-JSON body or stream event).
+        "cut_stream" (a stream that ends cleanly halfway: no finish reason, no usage, no
+        ``[DONE]``); "garbage" (200 with a non-JSON body or stream event).
+        ``{api_key}`` in ``message`` becomes the credential the request carried, as servers
+        that echo the key in their error body do.
         """
         fault = _make_fault(
             kind, seconds=seconds, retry_after=retry_after, message=message, headers=headers
@@ -1062,6 +1082,7 @@ class LLMServer:
         self.hold_until_in_flight = 0
         self.embed = None
         self.honour_max_tokens = False
+        self.stream_usage = True
         for name, value in self._settings.items():
             setattr(self, name, value)
 
@@ -1181,6 +1202,10 @@ class LLMServer:
             call = api.parse(path, query, data)
         except _BadRequest as exc:
             bad_request = str(exc)
+        if call is not None:
+            call.api_key = _credential(request.headers, query)
+            if not self.stream_usage and api is _OPENAI:
+                call.include_usage = False
         with self._lock:
             self._request_count += 1
             if self.record:
@@ -1216,6 +1241,7 @@ class LLMServer:
             raise _ClientGone
         if fault is not None and fault.status is not None:
             message = fault.message or _default_error_message(fault.status)
+            message = message.replace("{api_key}", call.api_key)
             await self._send_error(ex, api, fault.status, message, fault)
             return
         if kind == "garbage":
@@ -1233,7 +1259,7 @@ class LLMServer:
             content, truncated = "", False
         else:
             # A dropped stream is not a completion: keep the length round for the retry.
-            truncated = kind != "drop_mid_stream" and self._take_length_round()
+            truncated = kind not in ("drop_mid_stream", "cut_stream") and self._take_length_round()
             content = self._answer_text(call, data)
             limit = data.get("max_tokens") if self.honour_max_tokens else None
             if not truncated and isinstance(limit, int) and _count_tokens(content) > limit:
@@ -1257,7 +1283,9 @@ class LLMServer:
 
         halfway = max(1, len(frames) // 2)
         for index, frame in enumerate(frames):
-            if index == halfway and kind == "drop_mid_stream":
+            if index == halfway and kind == "cut_stream" and call.stream:
+                break  # a clean end of the response, as a proxy that gives up might send
+            if index == halfway and kind in ("drop_mid_stream", "cut_stream"):
                 await ex.flush()
                 ex.abort()
                 raise _ClientGone
@@ -1357,6 +1385,7 @@ class LLMServer:
                     "stream_delay",
                     "stream_chunks",
                     "hold_until_in_flight",
+                    "stream_usage",
                 ):
                     if key in args:
                         setattr(self, key, args[key])
