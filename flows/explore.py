@@ -157,14 +157,16 @@ def build_routes(settings: ExploreSettings) -> tuple[Router, dict[Route, LLMProv
     for route in routes:
         options = {"seed": settings.seed or 0} if route.provider == "random" else None
         # The router retries and fails over; a retry loop inside each call would hide that.
-        # A list cut at max_tokens is read as it is: a continuation costs a whole prompt
-        # again and small models answer it by repeating the prompt.
+        # A list cut at max_tokens is read as it is (its unfinished last line dropped): a
+        # continuation costs a whole prompt again and small models answer it by repeating
+        # the prompt.
         provider = provider_from_env(
             route.provider,
             model=route.model,
             retries=0,
             options=options,
             max_continuations=0,
+            accept_truncated=True,
             max_tokens=settings.max_tokens,
         )
         provider.check_ready()
