@@ -165,14 +165,45 @@ def build_provider(
     from blocks.llm_provider import LLMProvider
 
     if block:
-        loaded = LLMProvider.load(block)
+        loaded = load_block(block)
         if provider and provider != loaded.kind:
             raise UsageError(
                 f"--provider {provider} conflicts with block {block!r} ({loaded.kind})"
             )
+        # The saved block is the configuration (the environment does not change it); flags
+        # win. Validated as a whole, then copied so that the block keeps its saved identity.
         update = {k: v for k, v in overrides.items() if v is not None}
-        return config_from_env(loaded.kind, cls=LLMProvider, **{**loaded.model_dump(), **update})
+        if update:
+            from blocks.config import ProviderConfig, _one_line_validation_error
+
+            fields = loaded.model_dump(exclude={"block_type_slug"})
+            try:
+                ProviderConfig.model_validate({**fields, **update})
+            except ValueError as error:
+                raise UsageError(_one_line_validation_error(error)) from None
+        return loaded.model_copy(update=update)
     return config_from_env(provider, cls=LLMProvider, **overrides)
+
+
+def load_block(name: str) -> Any:
+    """The saved ``LLMProvider`` block ``name``; a missing one is a usage error naming it."""
+    from blocks.llm_provider import LLMProvider
+    from flows.prefect_api import prefect_api_url
+
+    if not prefect_api_url():
+        raise UsageError(
+            f"--block {name}: no Prefect API is configured (set PREFECT_API_URL to the server "
+            "the block is saved in)"
+        )
+    try:
+        return LLMProvider.load(name)
+    except ValueError as error:
+        if "Unable to find block document" not in str(error):
+            raise
+        raise UsageError(
+            f"no LLM Provider block named {name!r} at {prefect_api_url()} (save one first: "
+            "python -m deployments.setup, or LLMProvider(...).save(NAME))"
+        ) from None
 
 
 def _read_prompt(prompt: str | None) -> str:

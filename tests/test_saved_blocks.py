@@ -1,0 +1,106 @@
+"""``--block NAME``: the CLI uses a provider block saved in a real Prefect server.
+
+The session's temporary Prefect server (``prefect_harness``, a real ``prefect server``
+subprocess) holds the blocks; each command is a real ``llm-conductor`` process pointed at it
+with PREFECT_API_URL, calling the local OpenAI-compatible test server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from blocks import LLMProvider
+
+pytestmark = [pytest.mark.usefixtures("prefect_harness"), pytest.mark.timeout(360)]
+
+KEY = "sk-saved-block-key"
+
+
+def api_url() -> str:
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().api.url
+    assert url, "the harness sets an API URL"
+    return url
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    environment = {**os.environ, "PREFECT_API_URL": api_url(), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+
+
+@pytest.fixture
+def saved_block(llm_server) -> str:
+    block = LLMProvider(
+        kind="openai",
+        model="saved-model",
+        api_base=llm_server.base_url,
+        api_key=KEY,
+        timeout=30,
+        retries=0,
+    )
+    block.save("cli-saved", overwrite=True)
+    return "cli-saved"
+
+
+def test_run_uses_the_saved_block_key_model_and_endpoint(llm_server, saved_block) -> None:
+    llm_server.reply = "answer from the saved block"
+    # The environment names another provider and model: the saved block wins over it.
+    done = cli(
+        "run",
+        "--block",
+        saved_block,
+        "--prompt",
+        "hello",
+        "--no-stream",
+        env={"MODEL_NAME": "env-model", "OPENAI_API_KEY": "sk-env"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "answer from the saved block\n"
+    [request] = llm_server.requests
+    assert request.json["model"] == "saved-model"
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_batch_with_a_saved_block_and_a_flag_on_top(llm_server, saved_block, tmp_path) -> None:
+    src, out = tmp_path / "prompts", tmp_path / "outputs"
+    src.mkdir()
+    (src / "a.md.prompt.md").write_text("first prompt")
+    (src / "b.md.prompt.md").write_text("second prompt")
+    done = cli(
+        "batch", "-i", str(src), "-o", str(out), "--block", saved_block, "--model", "flag-model"
+    )
+    assert done.returncode == 0, done.stderr
+    assert "2 ok, 0 failed" in done.stderr
+    assert "first prompt" in (out / "a.md").read_text()
+    assert {r.json["model"] for r in llm_server.requests} == {"flag-model"}
+    assert {r.headers["authorization"] for r in llm_server.requests} == {f"Bearer {KEY}"}
+    assert KEY not in done.stderr + done.stdout
+
+
+def test_a_missing_block_is_one_line_naming_it(llm_server) -> None:
+    done = cli("run", "--block", "no-such-block", "--prompt", "hello")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Error: no LLM Provider block named 'no-such-block' at ")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert llm_server.request_count == 0
+
+
+def test_a_flag_the_block_cannot_take_is_a_usage_error(llm_server, saved_block) -> None:
+    done = cli("run", "--block", saved_block, "--prompt", "hi", "--temperature", "9")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("Error: invalid temperature: "), done.stderr
+    assert llm_server.request_count == 0
