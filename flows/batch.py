@@ -22,7 +22,7 @@ from typing import Any
 
 from prefect import flow
 
-from blocks.errors import ConductorError, InvalidOutput
+from blocks.errors import ConductorError, InvalidOutput, ProviderError
 from blocks.llm_provider import LLMProvider
 from blocks.tracing import traced_flow
 
@@ -193,13 +193,20 @@ async def run_job(
         output = job.prompt.output_path(output_dir, generated.is_json)
         write_atomic(output, generated.text)
     except (ConductorError, OSError) as error:
+        attempts = error.attempts if isinstance(error, ProviderError) else 0
         message = " ".join(str(error).split())
         if isinstance(error, InvalidOutput) and error.answer is not None:
             kept = output_dir / STATE_DIR / "rejected" / f"{name}.txt"
             write_atomic(kept, error.answer)
             message += f" (answer kept in {kept.relative_to(output_dir)})"
         manifest.record(Entry.failed(name, job.key, message))
-        return PromptOutcome(file=name, status="failed", error=message)
+        return PromptOutcome(
+            file=name,
+            status="failed",
+            error=message,
+            attempts=attempts,
+            retries=max(0, attempts - 1),
+        )
     manifest.record(Entry.succeeded(name, job.key, str(output.relative_to(output_dir)), completion))
     return PromptOutcome(
         file=name,
@@ -208,6 +215,8 @@ async def run_job(
         completion_tokens=completion.completion_tokens,
         cost=completion.cost,
         seconds=round(completion.elapsed, 3),
+        attempts=completion.attempts,
+        retries=completion.attempts - completion.segments,
     )
 
 

@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 
 from prefect import task
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
+from blocks.retry import retry_log
 from tasks.attributes import parse_attributes
 from tasks.stopping import until_stopped
 
-__all__ = ["ask", "ask_for_attributes", "call_model", "complete", "stream_to_stdout"]
+__all__ = [
+    "ask",
+    "ask_for_attributes",
+    "call_model",
+    "complete",
+    "retries_in_run_log",
+    "stream_to_stdout",
+]
 
 logger = logging.getLogger("llm_conductor.tasks")
+
+
+@contextlib.contextmanager
+def retries_in_run_log() -> Iterator[None]:
+    """Inside a Prefect flow or task run, every retry of the calls made here is a WARNING line
+    in that run's log (provider, status, wait): Prefect itself sees one attempt, since the
+    block's retry loop is the only one. Outside a run, nothing changes."""
+    try:
+        run_logger = get_run_logger()
+    except MissingContextError:
+        yield
+        return
+    token = retry_log.set(run_logger)
+    try:
+        yield
+    finally:
+        retry_log.reset(token)
 
 
 def stream_to_stdout(text: str) -> None:
@@ -25,7 +54,8 @@ def stream_to_stdout(text: str) -> None:
 async def complete(provider: LLMProvider, prompt: str, stream: bool = False) -> Completion:
     """Complete ``prompt`` with ``provider``; with ``stream`` the answer goes to stdout as it
     comes. The body of ``call_model``, usable without Prefect."""
-    completion = await provider.acomplete(prompt, on_text=stream_to_stdout if stream else None)
+    with retries_in_run_log():
+        completion = await provider.acomplete(prompt, on_text=stream_to_stdout if stream else None)
     logger.debug(
         "%s answered in %.2fs: %d+%d tokens, %s segment(s), %s attempt(s)",
         provider.label,
@@ -63,7 +93,8 @@ async def call_model(provider: LLMProvider, prompt: str, stream: bool = False) -
 
 async def ask(provider: LLMProvider, prompt: str) -> tuple[Completion, list[str]]:
     """One exploration request without Prefect: the completion and its parsed attributes."""
-    completion = await provider.acomplete(prompt)
+    with retries_in_run_log():
+        completion = await provider.acomplete(prompt)
     return completion, parse_attributes(completion.text)
 
 

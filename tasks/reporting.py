@@ -22,6 +22,10 @@ class PromptOutcome(BaseModel):
     completion_tokens: int = 0
     cost: float | None = None
     seconds: float = 0.0
+    #: Calls sent for this prompt, and how many of them were retries (429, 5xx, timeouts,
+    #: empty answers): the block's retry loop is the only one, so Prefect sees one task run.
+    attempts: int = 0
+    retries: int = 0
     error: str | None = None
 
 
@@ -37,6 +41,7 @@ class BatchSummary(BaseModel):
     completion_tokens: int = 0
     cost: float = 0.0
     cost_known: bool = True
+    retries: int = 0
     seconds: float = 0.0
     interrupted: bool = False
 
@@ -51,9 +56,13 @@ class BatchSummary(BaseModel):
         parts = [f"{self.ok} ok", f"{self.failed} failed", f"{self.up_to_date} up to date"]
         if self.not_started:
             parts.append(f"{self.not_started} not started (--max-cost reached)")
+        retries = ""
+        if self.retries:
+            retries = f", {self.retries} {'retry' if self.retries == 1 else 'retries'}"
         return (
             f"batch: {self.total} prompts: {', '.join(parts)}; "
-            f"{self.prompt_tokens + self.completion_tokens:,} tokens, {cost}, {self.seconds:.1f}s"
+            f"{self.prompt_tokens + self.completion_tokens:,} tokens, {cost}{retries}, "
+            f"{self.seconds:.1f}s"
         )
 
     def markdown(self) -> str:
@@ -63,6 +72,7 @@ class BatchSummary(BaseModel):
             ("Failed", self.failed),
             ("Up to date (skipped)", self.up_to_date),
             ("Not started (budget)", self.not_started),
+            ("Retries (429, 5xx, timeouts, empty answers)", self.retries),
             ("Prompt tokens", f"{self.prompt_tokens:,}"),
             ("Completion tokens", f"{self.completion_tokens:,}"),
             ("Cost (USD)", f"{self.cost:.4f}" + ("" if self.cost_known else " + unknown")),
@@ -127,6 +137,7 @@ class BatchReporter:
             s.not_started += 1
             return
         self.done += 1
+        s.retries += outcome.retries
         if outcome.status == "ok":
             s.ok += 1
         else:
@@ -183,7 +194,8 @@ class BatchReporter:
             await acreate_table_artifact(
                 table or [{"file": "-", "status": "nothing to do"}],
                 key="batch-prompts",
-                description="Per prompt: file, status, tokens, cost, seconds, error",
+                description="Per prompt: file, status, tokens, cost, seconds, attempts, retries, "
+                "error",
             )
         return self.summary
 
