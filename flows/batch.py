@@ -16,6 +16,7 @@ import collections
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,17 @@ async def run_prompt_batch(
     files_from: list[str] | None = None,
     max_cost: float | None = None,
     task_per_prompt: bool = True,
+    time_budget: float | None = None,
 ) -> BatchSummary:
     """Generate outputs for changed prompts; returns counts, tokens, cost and duration.
 
     ``task_per_prompt=False``: one task run per worker instead of per prompt, for fast
     providers and big batches, where Prefect's per-task-run cost is what limits the pace.
+    ``time_budget``: seconds from the flow run's start after which no prompt is started
+    (those in flight finish; the rest are "not started"), e.g. to end before a CI job's
+    time-out with every paid answer written.
     """
+    deadline = time.monotonic() + time_budget if time_budget is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
     with BatchLock(output_dir):
         manifest = Manifest.open(output_dir)
@@ -90,7 +96,15 @@ async def run_prompt_batch(
             retry_errors=retry_errors,
         )
         return await execute_plan(
-            plan, provider, output_dir, manifest, parallelism, force, max_cost, task_per_prompt
+            plan,
+            provider,
+            output_dir,
+            manifest,
+            parallelism,
+            force,
+            max_cost,
+            task_per_prompt,
+            deadline=deadline,
         )
 
 
@@ -103,8 +117,11 @@ async def execute_plan(
     force: bool,
     max_cost: float | None,
     task_per_prompt: bool = True,
+    *,
+    deadline: float | None = None,
 ) -> BatchSummary:
-    """Run the plan's jobs with ``parallelism`` workers; every outcome is reported."""
+    """Run the plan's jobs with ``parallelism`` workers; every outcome is reported. No job
+    starts once ``max_cost`` is spent or after ``deadline`` (``time.monotonic()``)."""
     workers = min(parallelism or provider.max_in_flight, max(1, len(plan.jobs)))
     reporter = BatchReporter(len(plan.jobs))
     await reporter.start()
@@ -135,7 +152,8 @@ async def execute_plan(
     async def work() -> None:
         while queue:
             job = queue.popleft()
-            if max_cost is not None and reporter.summary.cost >= max_cost:
+            over_budget = max_cost is not None and reporter.summary.cost >= max_cost
+            if over_budget or (deadline is not None and time.monotonic() >= deadline):
                 outcome = PromptOutcome(file=str(job.prompt.relative), status="not-started")
             else:
                 outcome = await run_job(job, provider, output_dir, manifest, generate, gate)

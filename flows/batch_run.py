@@ -86,6 +86,7 @@ def run_batch(
     max_cost: float | None = None,
     dry: bool = False,
     task_per_prompt: bool = True,
+    time_budget: float | None = None,
 ) -> BatchSummary:
     """Check the input, then run the flow; the CLI's and ``run_batch_mode``'s entry point.
 
@@ -97,6 +98,8 @@ def run_batch(
         raise UsageError(f"--parallelism must be at least 1, got {parallelism}")
     if max_cost is not None and max_cost <= 0:
         raise UsageError(f"--max-cost must be positive, got {max_cost}")
+    if time_budget is not None and time_budget <= 0:
+        raise UsageError(f"--time-budget must be positive, got {time_budget:g}")
     _check_dirs(input_dir, output_dir)
     options = {"recursive": recursive, "files_from": files_from, "retry_errors": retry_errors}
     if dry or not prefect_api_url():
@@ -123,6 +126,7 @@ def run_batch(
                     force=force,
                     max_cost=max_cost,
                     task_per_prompt=task_per_prompt,
+                    time_budget=time_budget,
                     **options,
                 )
             )

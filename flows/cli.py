@@ -294,6 +294,14 @@ def batch(
         float | None,
         typer.Option("--max-cost", help="Stop starting new prompts once this many USD are spent."),
     ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--time-budget",
+            help="Start no prompt after this many seconds (in-flight ones finish): to end "
+            "before a time-out with every paid answer written.",
+        ),
+    ] = None,
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="Run only the prompts that failed last time.")
     ] = False,
@@ -348,6 +356,7 @@ def batch(
         retry_errors=retry_errors,
         files_from=listed,
         max_cost=max_cost,
+        time_budget=time_budget,
         dry=dry_run,
         task_per_prompt=not task_per_worker,
     )

@@ -55,7 +55,7 @@ class BatchSummary(BaseModel):
         cost = f"${self.cost:.4f}" + ("" if self.cost_known else " (some costs unknown)")
         parts = [f"{self.ok} ok", f"{self.failed} failed", f"{self.up_to_date} up to date"]
         if self.not_started:
-            parts.append(f"{self.not_started} not started (--max-cost reached)")
+            parts.append(f"{self.not_started} not started (budget reached)")
         retries = ""
         if self.retries:
             retries = f", {self.retries} {'retry' if self.retries == 1 else 'retries'}"
