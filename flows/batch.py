@@ -31,6 +31,7 @@ from blocks.tracing import traced_flow
 # imports Prefect.
 from flows.batch_run import run_batch, run_batch_mode
 from flows.interrupt import on_interrupt
+from flows.parameters import names_missing_blocks
 from tasks.batch import BatchPlan, Job, plan_batch
 from tasks.generate import (
     GeneratedOutput,
@@ -54,6 +55,7 @@ logger = logging.getLogger("llm_conductor.batch")
 Generate = Callable[..., Awaitable[GeneratedOutput]]
 
 
+@names_missing_blocks
 @traced_flow  # one trace per flow run: the LLM calls' spans nest under it
 @flow(
     name="Run prompt batch",

@@ -10,6 +10,7 @@ from prefect import flow
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from blocks.tracing import flow_span, traced_flow
+from flows.parameters import names_missing_blocks
 from flows.prefect_api import prefect_api_url
 from tasks.llm import call_model, complete
 from tasks.stopping import stop_propagates
@@ -17,6 +18,7 @@ from tasks.stopping import stop_propagates
 __all__ = ["complete_prompt", "run_single"]
 
 
+@names_missing_blocks
 @traced_flow
 @flow(name="Complete one prompt", description="Send one prompt to one provider.")
 async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = False) -> Completion:

@@ -104,3 +104,19 @@ def test_a_flag_the_block_cannot_take_is_a_usage_error(llm_server, saved_block) 
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("Error: invalid temperature: "), done.stderr
     assert llm_server.request_count == 0
+
+
+def test_a_flow_run_with_a_missing_block_fails_naming_it() -> None:
+    """What a deployment run gets when its ``provider`` references no saved block."""
+    import asyncio
+
+    from prefect.exceptions import ParameterTypeError
+
+    from flows.single import complete_prompt
+
+    missing = {"$ref": {"block_document_slug": "llm-provider/not-saved"}}
+    with pytest.raises(ParameterTypeError) as raised:
+        asyncio.run(complete_prompt("hello", missing))
+    assert str(raised.value).startswith("no saved llm-provider block named 'not-saved' ("), str(
+        raised.value
+    )
