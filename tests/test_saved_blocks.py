@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -120,3 +121,60 @@ def test_a_flow_run_with_a_missing_block_fails_naming_it() -> None:
     assert str(raised.value).startswith("no saved llm-provider block named 'not-saved' ("), str(
         raised.value
     )
+
+
+def test_every_block_field_has_a_description() -> None:
+    properties = LLMProvider.model_json_schema()["properties"]
+    assert set(properties) >= {"kind", "model", "api_key", "temperature", "reasoning_effort"}
+    assert [name for name, field in properties.items() if not field.get("description")] == []
+
+
+@pytest.mark.prefect_server
+def test_a_fresh_server_knows_the_block_type_from_the_entry_point(tmp_path) -> None:
+    """Nothing registers it: a new ``prefect server start`` finds the ``LLM Provider`` type
+    through the ``prefect.collections`` entry point, with every field described."""
+    import asyncio
+    import time
+
+    from prefect.client.orchestration import PrefectClient
+    from prefect.exceptions import ObjectNotFound
+
+    from tests.test_deployments import free_port, quiet_env, stop_processes
+    from tests.test_readme import _wait_for_api
+
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = quiet_env(tmp_path, api, tmp_path / "prefect.db")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1"]
+        + ["--port", str(port)],
+        cwd=tmp_path,  # not the project root: its llm_conductor.egg-info has the entry point too
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    async def block_type() -> tuple[Any, Any]:
+        async with PrefectClient(api) as client:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    found = await client.read_block_type_by_slug("llm-provider")
+                    break
+                except ObjectNotFound:
+                    assert time.monotonic() < deadline, "the block type never appeared"
+                    await asyncio.sleep(0.5)
+            schema = await client.get_most_recent_block_schema_for_block_type(found.id)
+            return found, schema
+
+    try:
+        _wait_for_api(f"{api}/health", server)
+        found, schema = asyncio.run(block_type())
+    finally:
+        stop_processes([server])
+    assert found.name == "LLM Provider"
+    assert found.description
+    properties = schema.fields["properties"]
+    assert [name for name, field in properties.items() if not field.get("description")] == []
