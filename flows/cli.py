@@ -25,9 +25,11 @@ __all__ = ["app", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# "\b" paragraphs are printed as written (Click re-wraps every other paragraph into prose).
 ENV_HELP = """
 Environment (flags win over env):
 
+\b
   MODEL_PROVIDER       default --provider (openai)
   MODEL_NAME           default --model
   MODEL_REASONING      default --reasoning: minimal, low, medium, high
@@ -44,6 +46,20 @@ Environment (flags win over env):
   PREFECT_API_URL      when set, every run is a flow run visible in that Prefect UI
   LLM_CONDUCTOR_RAISE_ERRORS  1 = show tracebacks for unexpected errors
 
+\b
+Tracing (off unless switched on):
+  LITELLM_MLFLOW_ENABLED=true   traces to MLflow
+  MLFLOW_TRACKING_URI           store or server (default sqlite:///mlflow.db)
+  MLFLOW_EXPERIMENT_NAME        experiment (default llm-conductor)
+  LITELLM_OTEL_ENABLED=true     spans to an OTLP/HTTP collector
+  TRACELOOP_BASE_URL            collector, e.g. http://localhost:4318
+  TRACELOOP_HEADERS             name=value,... sent with every export
+  TRACELOOP_TRACE_RATE          fraction of traces kept, 0.0-1.0 (default 1.0)
+  OTEL_SERVICE_NAME             service.name of the spans (default llm-conductor)
+  TRACELOOP_TELEMETRY_ENABLED=true   lets MLflow send its usage telemetry
+  LLM_CONDUCTOR_TRACE_CONTENT=false  no prompt or completion text in spans
+
+\b
 Logs: .local/logs/llm-conductor.log (DEBUG, rotating); INFO and warnings on stderr.
 Exit codes: 0 ok, 1 provider or prompt failure, 2 usage error, 130 interrupted.
 """
