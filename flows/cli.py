@@ -82,6 +82,26 @@ def _version() -> str:
         return "unknown"
 
 
+#: Version of the ``--json`` documents (README, "Machine-readable output"); bumped only when a
+#: key is removed or changes meaning.
+JSON_SCHEMA_VERSION = 1
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print one JSON document on stdout (README: its schema) and nothing else."
+    ),
+]
+
+
+def _print_json(command: str, document: dict[str, Any]) -> None:
+    import json
+
+    document = {"schema": f"llm-conductor.{command}.v{JSON_SCHEMA_VERSION}", **document}
+    sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
 def _fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"Error: {message}", err=True)
     return typer.Exit(code)
@@ -249,6 +269,7 @@ def run(
     no_stream: Annotated[
         bool, typer.Option("--no-stream", help="Print the answer at the end, not as it arrives.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Send one prompt and stream the answer to stdout.
 
@@ -269,7 +290,28 @@ def run(
     )
     text = _read_prompt(prompt)
     llm.check_ready()
-    completion = asyncio.run(run_single(text, llm, stream=not no_stream))
+    completion = asyncio.run(run_single(text, llm, stream=not (no_stream or as_json)))
+    if as_json:
+        _print_json(
+            "run",
+            {
+                "answer": completion.text,
+                "provider": completion.provider,
+                "model": completion.model,
+                "finish_reason": completion.finish_reason,
+                "usage": {
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "total_tokens": completion.usage.total_tokens,
+                },
+                "cost": completion.cost,
+                "attempts": completion.attempts,
+                "segments": completion.segments,
+                "response_id": completion.response_id,
+                "elapsed_seconds": round(completion.elapsed, 3),
+            },
+        )
+        return
     if no_stream:
         sys.stdout.write(completion.text)
     if not completion.text.endswith("\n"):
@@ -338,6 +380,7 @@ def batch(
     max_tokens: MaxTokensOpt = None,
     timeout: TimeoutOpt = None,
     api_base: ApiBaseOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Generate an output file for every changed *.prompt.md file.
 
@@ -348,6 +391,8 @@ def batch(
     """
     from flows.batch_run import run_batch
 
+    if as_json and dry_run:
+        raise UsageError("--json does not apply to --dry-run (its report is for people)")
     llm = build_provider(
         provider,
         model,
@@ -378,6 +423,17 @@ def batch(
     )
     if not dry_run:
         typer.echo(summary.line(), err=True)
+    if as_json:
+        _print_json(
+            "batch",
+            {
+                "summary": {
+                    **summary.model_dump(exclude={"prompts"}),
+                    "exit_code": summary.exit_code,
+                },
+                "prompts": [outcome.model_dump() for outcome in summary.prompts],
+            },
+        )
     raise typer.Exit(summary.exit_code)
 
 
@@ -437,6 +493,7 @@ def explore(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info or warning (stderr).")
     ] = "info",
+    as_json: JsonOpt = False,
 ) -> None:
     """Explore a topic: producers ask LLMs for its attributes concurrently; every answer is
     deduplicated across all of them (Unicode-normalised keys plus near-duplicate matching).
@@ -461,6 +518,8 @@ def explore(
     )
     summary = run_explore(settings, output, fresh)
     typer.echo(summary.line(), err=True)
+    if as_json:
+        _print_json("explore", {**summary.model_dump(), "exit_code": summary.exit_code})
     raise typer.Exit(summary.exit_code)
 
 
@@ -496,10 +555,24 @@ def web(
 
 @app.command("list")
 @handle_errors
-def list_providers() -> None:
+def list_providers(as_json: JsonOpt = False) -> None:
     """List every provider: default model, default parallelism, what it needs, and whether
     that is present now (servers are not probed)."""
     from blocks.providers import PROVIDERS
+
+    if as_json:
+        providers = [
+            {
+                "name": spec.name,
+                "default_model": spec.default_model or None,
+                "parallelism": spec.parallelism,
+                "needs": spec.requirement(),
+                "ready": spec.requirement_met(),
+            }
+            for spec in PROVIDERS.values()
+        ]
+        _print_json("list", {"providers": providers})
+        return
 
     rows = [("PROVIDER", "DEFAULT MODEL", "PARALLEL", "NEEDS", "READY")]
     for spec in PROVIDERS.values():

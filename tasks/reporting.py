@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 __all__ = ["BatchReporter", "BatchSummary", "PromptOutcome"]
 
@@ -44,6 +44,8 @@ class BatchSummary(BaseModel):
     retries: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    #: Every prompt that was not up to date, as in the ``batch-prompts`` artifact.
+    prompts: list[PromptOutcome] = Field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -181,6 +183,7 @@ class BatchReporter:
 
     async def close(self) -> BatchSummary:
         self.summary.seconds = time.monotonic() - self._started
+        self.summary.prompts = [o for o in self.outcomes if o.status != "up-to-date"]
         if self._bar is not None:
             self._bar.stop()
         if self._artifacts:
@@ -190,7 +193,7 @@ class BatchReporter:
             await acreate_markdown_artifact(
                 self.summary.markdown(), key="batch-summary", description=self.summary.line()
             )
-            table = [o.model_dump() for o in self.outcomes if o.status != "up-to-date"]
+            table = [o.model_dump() for o in self.summary.prompts]
             await acreate_table_artifact(
                 table or [{"file": "-", "status": "nothing to do"}],
                 key="batch-prompts",
