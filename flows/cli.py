@@ -138,6 +138,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="DEBUG logs on stderr too.")
     ] = False,
@@ -146,9 +147,15 @@ def _root(
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
+    from blocks.settings import apply, load
     from flows.logs import configure_logging
 
     configure_logging(verbose)
+    try:  # the project's configuration file: defaults below flags and the environment
+        _path, config = load()
+    except UsageError as error:
+        raise _fail(str(error), 2) from None
+    ctx.default_map = {**apply(config), **(ctx.default_map or {})}
 
 
 # Options shared by every command that calls a model.
@@ -585,6 +592,50 @@ def list_providers(as_json: JsonOpt = False) -> None:
         typer.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+@app.command("config")
+@handle_errors
+def show_config() -> None:
+    """Show every setting a command would use without flags, and where it comes from: env
+    NAME, file PATH (llm-conductor.toml or pyproject.toml's [tool.llm-conductor]) or
+    built-in. Keys are never shown, only whether they are set."""
+    import click
+
+    from blocks.config import ProviderConfig
+    from blocks.settings import SETTINGS, load, source_of
+
+    path, config = load()
+    group = typer.main.get_command(app)
+    rows = [("SETTING", "VALUE", "SOURCE")]
+    for setting in SETTINGS:
+        value, source = source_of(setting, config, path)
+        if setting.secret:
+            shown = "<redacted>" if value else "-"
+        elif value is not None:
+            shown = str(value)
+        else:
+            shown = _builtin(setting, group, ProviderConfig, click)
+        rows.append((setting.key, shown, source))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for key, shown, source in rows:
+        typer.echo(f"{key.ljust(widths[0])}  {shown.ljust(widths[1])}  {source}")
+
+
+def _builtin(setting: Any, group: Any, provider_config: Any, click: Any) -> str:
+    """The built-in default of ``setting``: its command option's or the provider block's."""
+    name = setting.key.split(".")[-1]
+    if setting.command:
+        command = group.commands[setting.command]
+        for param in command.params:
+            if param.name == name and param.default is not None:
+                return str(param.default)
+        return "-"
+    field = {"provider": "kind", "reasoning": "reasoning_effort"}.get(name, name)
+    info = provider_config.model_fields.get(field)
+    if info is not None and info.default is not None and not callable(info.default):
+        return str(info.default)
+    return "-"
 
 
 def main(argv: list[str] | None = None) -> None:
