@@ -20,7 +20,7 @@ from tasks.batch import BatchPlan, plan_batch
 from tasks.limits import estimate_tokens
 from tasks.manifest import STATE_DIR, Manifest
 from tasks.prompt_files import read_prompt
-from tasks.reporting import BatchSummary
+from tasks.reporting import BatchSummary, startup_status
 
 __all__ = ["dry_run", "estimate_plan", "run_batch", "run_batch_mode"]
 
@@ -112,10 +112,11 @@ def run_batch(
         if not plan.jobs and not plan.problems:
             return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
     provider.check_ready()
-    from blocks.llm_provider import LLMProvider
-    from flows.batch import run_prompt_batch
+    # A spinner on a terminal meanwhile: importing Prefect and starting its API take seconds.
+    with startup_status(), prefect_api():
+        from blocks.llm_provider import LLMProvider
+        from flows.batch import run_prompt_batch
 
-    with prefect_api():
         try:
             return asyncio.run(
                 run_prompt_batch(

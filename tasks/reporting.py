@@ -2,17 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-__all__ = ["BatchReporter", "BatchSummary", "PromptOutcome"]
+__all__ = ["BatchReporter", "BatchSummary", "PromptOutcome", "end_startup", "startup_status"]
 
 logger = logging.getLogger("llm_conductor.batch")
 _ARTIFACT_INTERVAL = 2.0  # seconds between progress-artifact updates: each is an API call
+
+
+_startup: Any = None  # the spinner shown while Prefect starts, until the progress bar
+
+
+@contextlib.contextmanager
+def startup_status(message: str = "starting Prefect...") -> Iterator[None]:
+    """On a terminal, a spinner saying what the command waits for (importing Prefect, starting
+    its API, the flow run) until the batch's progress bar replaces it."""
+    global _startup
+    if _startup is None and sys.stderr.isatty():
+        from rich.console import Console
+
+        _startup = Console(stderr=True).status(message)
+        _startup.start()
+    try:
+        yield
+    finally:
+        end_startup()
+
+
+def end_startup() -> None:
+    global _startup
+    if _startup is not None:
+        _startup.stop()
+        _startup = None
 
 
 class PromptOutcome(BaseModel):
@@ -102,6 +130,7 @@ class BatchReporter:
         self._task: Any = None
 
     async def start(self) -> None:
+        end_startup()
         if self._tty and self.jobs:
             from rich.progress import (
                 BarColumn,
