@@ -60,6 +60,8 @@ Tracing (off unless switched on):
   LLM_CONDUCTOR_TRACE_CONTENT=false  no prompt or completion text in spans
 
 \b
+Defaults from llm-conductor.toml or pyproject.toml's [tool.llm-conductor] (below env and
+flags): see llm-conductor config.
 Logs: .local/logs/llm-conductor.log (DEBUG, rotating); INFO and warnings on stderr.
 Exit codes: 0 ok, 1 provider or prompt failure, 2 usage error, 130 interrupted.
 """
