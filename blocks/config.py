@@ -42,8 +42,15 @@ class ProviderConfig(BaseModel):
     api_key: SecretStr | None = Field(
         default=None, description="API key; read from the kind's env var when empty."
     )
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    max_tokens: int | None = Field(default=None, gt=0, description="Per segment.")
+    temperature: float | None = Field(
+        default=None,
+        ge=0,
+        le=2,
+        description="Sampling temperature; the provider's default when empty.",
+    )
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Max tokens per answer segment (continued when cut off)."
+    )
     timeout: float = Field(
         default=DEFAULT_TIMEOUT, gt=0, description="Seconds per attempt, CLI providers included."
     )
@@ -65,9 +72,18 @@ class ProviderConfig(BaseModel):
     parallelism: int | None = Field(
         default=None, ge=1, description="Max requests in flight; the kind's default when empty."
     )
-    requests_per_minute: int | None = Field(default=None, gt=0)
-    tokens_per_minute: int | None = Field(default=None, gt=0)
-    reasoning_effort: ReasoningEffort | None = Field(default=None)
+    requests_per_minute: int | None = Field(
+        default=None, gt=0, description="Requests started per minute, at most; no limit when empty."
+    )
+    tokens_per_minute: int | None = Field(
+        default=None,
+        gt=0,
+        description="Tokens (estimated up front) per minute; no limit when empty.",
+    )
+    reasoning_effort: ReasoningEffort | None = Field(
+        default=None,
+        description="Reasoning effort for models that think: minimal, low, medium or high.",
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="Kind-specific options, e.g. random: seed, latency, failure_rate.",

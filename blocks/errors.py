@@ -78,6 +78,8 @@ class ProviderError(ConductorError):
 
     #: Whether the one retry loop may try the call again.
     retryable: bool = False
+    #: Attempts the retry loop made before giving up (set by ``blocks.retry.retry_call``).
+    attempts: int = 1
 
     def __init__(self, message: str, *, provider: str = "", status_code: int | None = None) -> None:
         self.provider = provider

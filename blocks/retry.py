@@ -5,6 +5,10 @@ litellm's own retries differ per provider (NOTES.md), so it is always called wit
 connections are retried with exponential backoff and full jitter, honouring Retry-After (or,
 without that header, a "Please try again in 300ms" hint in the error body, as OpenAI sends);
 an empty answer is retried on its own budget; any other error is raised at once.
+
+Every retry is one line (provider, status, wait) on this module's logger, or on the logger set
+in ``retry_log`` (a Prefect task sets its run logger there, so the line is in the flow run's
+log). The error that ends the loop carries ``attempts``.
 """
 
 from __future__ import annotations
@@ -14,15 +18,21 @@ import logging
 import random
 import re
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from blocks.errors import EmptyResponse, ProviderError, RateLimited
 
-__all__ = ["RetryPolicy", "hinted_delay", "retry_call"]
+__all__ = ["RetryPolicy", "hinted_delay", "retry_call", "retry_log"]
 
 T = TypeVar("T")
 logger = logging.getLogger("llm_conductor.retry")
+
+#: Where retry lines go (at WARNING) instead of this module's logger, for the current context.
+retry_log: ContextVar[logging.Logger | logging.LoggerAdapter[Any] | None] = ContextVar(
+    "retry_log", default=None
+)
 
 # "try again in 300ms", "in 1.5s", "in 6m0s", "in 1h2m3.5s" (Go-style durations).
 _HINT = re.compile(r"try again in ((?:\d+(?:\.\d+)?(?:ms|h|m|s))+)", re.IGNORECASE)
@@ -84,22 +94,38 @@ async def retry_call(
         try:
             return await attempt(), transient + empty + 1
         except ProviderError as error:
+            error.attempts = transient + empty + 1
             if not error.retryable:
                 raise
             if isinstance(error, EmptyResponse):
                 empty += 1
                 if empty > policy.empty_retries:
                     raise
-                failures = empty
+                failures, budget = empty, policy.empty_retries
             else:
                 transient += 1
                 if transient > policy.retries:
                     raise
-                failures = transient
+                failures, budget = transient, policy.retries
             delay = policy.delay(failures, error, rng)
             if delay > policy.max_retry_after:
                 raise
-            logger.info("retrying in %.2fs after: %s", delay, error)
+            _log_retry(error, delay, failures, budget)
             if on_retry:
                 on_retry(error, delay)
             await asyncio.sleep(delay)
+
+
+def _log_retry(error: ProviderError, delay: float, failures: int, budget: int) -> None:
+    status = f"status {error.status_code}" if error.status_code else type(error).__name__
+    message = "%s: %s, retry %d/%d in %.2fs: %s"
+    # Exception's own text: ProviderError's str() repeats the provider.
+    text = Exception.__str__(error)
+    args = (error.provider or "provider", status, failures, budget, delay, text)
+    run_log = retry_log.get()
+    if run_log is None:
+        logger.info(message, *args)
+        return
+    run_log.warning(message, *args)
+    # The log file keeps it too; Prefect's API already has it from the run logger.
+    logger.debug(message, *args, extra={"send_to_api": False})

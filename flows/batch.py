@@ -16,12 +16,13 @@ import collections
 import functools
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from prefect import flow
 
-from blocks.errors import ConductorError, InvalidOutput
+from blocks.errors import ConductorError, InvalidOutput, ProviderError
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from blocks.tracing import traced_flow
@@ -31,6 +32,7 @@ from blocks.tracing import traced_flow
 from flows.batch_run import run_batch, run_batch_mode
 from flows.interrupt import on_interrupt
 from flows.logs import FILE_ONLY
+from flows.parameters import names_missing_blocks
 from tasks.batch import BatchPlan, Job, plan_batch, warn_missing
 from tasks.generate import (
     GeneratedOutput,
@@ -55,6 +57,7 @@ logger = logging.getLogger("llm_conductor.batch")
 Generate = Callable[..., Awaitable[GeneratedOutput]]
 
 
+@names_missing_blocks
 @traced_flow  # one trace per flow run: the LLM calls' spans nest under it
 @flow(
     name="Run prompt batch",
@@ -72,12 +75,17 @@ async def run_prompt_batch(
     files_from: list[str] | None = None,
     max_cost: float | None = None,
     task_per_prompt: bool = True,
+    time_budget: float | None = None,
 ) -> BatchSummary:
     """Generate outputs for changed prompts; returns counts, tokens, cost and duration.
 
     ``task_per_prompt=False``: one task run per worker instead of per prompt, for fast
     providers and big batches, where Prefect's per-task-run cost is what limits the pace.
+    ``time_budget``: seconds from the flow run's start after which no prompt is started
+    (those in flight finish; the rest are "not started"), e.g. to end before a CI job's
+    time-out with every paid answer written.
     """
+    deadline = time.monotonic() + time_budget if time_budget is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
     with BatchLock(output_dir):
         manifest = Manifest.open(output_dir)
@@ -92,7 +100,15 @@ async def run_prompt_batch(
             retry_errors=retry_errors,
         )
         return await execute_plan(
-            plan, provider, output_dir, manifest, parallelism, force, max_cost, task_per_prompt
+            plan,
+            provider,
+            output_dir,
+            manifest,
+            parallelism,
+            force,
+            max_cost,
+            task_per_prompt,
+            deadline=deadline,
         )
 
 
@@ -105,8 +121,11 @@ async def execute_plan(
     force: bool,
     max_cost: float | None,
     task_per_prompt: bool = True,
+    *,
+    deadline: float | None = None,
 ) -> BatchSummary:
-    """Run the plan's jobs with ``parallelism`` workers; every outcome is reported."""
+    """Run the plan's jobs with ``parallelism`` workers; every outcome is reported. No job
+    starts once ``max_cost`` is spent or after ``deadline`` (``time.monotonic()``)."""
     workers = min(parallelism or provider.max_in_flight, max(1, len(plan.jobs)))
     reasons = collections.Counter(job.reason for job in plan.jobs)
     logger.debug(
@@ -149,7 +168,8 @@ async def execute_plan(
     async def work() -> None:
         while queue:
             job = queue.popleft()
-            if max_cost is not None and reporter.summary.cost >= max_cost:
+            over_budget = max_cost is not None and reporter.summary.cost >= max_cost
+            if over_budget or (deadline is not None and time.monotonic() >= deadline):
                 outcome = PromptOutcome(file=str(job.prompt.relative), status="not-started")
             else:
                 outcome = await run_job(job, provider, output_dir, manifest, generate, gate)
@@ -211,6 +231,7 @@ async def run_job(
         output = job.prompt.output_path(output_dir, generated.is_json)
         write_atomic(output, generated.text)
     except (ConductorError, OSError) as error:
+        attempts = error.attempts if isinstance(error, ProviderError) else 0
         message = " ".join(str(error).split())
         paid = paid or getattr(error, "completion", None)
         if isinstance(error, InvalidOutput) and error.answer is not None:
@@ -218,7 +239,7 @@ async def run_job(
             write_atomic(kept, error.answer)
             message += f" (answer kept in {kept.relative_to(output_dir)})"
         manifest.record(Entry.failed(name, job.key, message, paid=paid))
-        return _outcome(name, "failed", paid, error=message)
+        return _outcome(name, "failed", paid, error=message, attempts=attempts)
     relative = str(output.relative_to(output_dir))
     manifest.record(Entry.succeeded(name, job.key, relative, completion, cached=paid is None))
     return _outcome(name, "ok", paid)
@@ -248,11 +269,24 @@ def _log_answer(name: str, job: Job, generated: GeneratedOutput) -> None:
 
 
 def _outcome(
-    name: str, status: str, paid: Completion | None, error: str | None = None
+    name: str,
+    status: str,
+    paid: Completion | None,
+    error: str | None = None,
+    attempts: int = 0,
 ) -> PromptOutcome:
-    """What a prompt cost this run: ``paid``'s usage, or nothing (an ok one was cached)."""
+    """What a prompt cost this run: ``paid``'s usage and attempts, or nothing but the
+    ``attempts`` of a call that failed (an ok one without ``paid`` was cached)."""
     if paid is None:
-        return PromptOutcome(file=name, status=status, cached=status == "ok", cost=0.0, error=error)
+        return PromptOutcome(
+            file=name,
+            status=status,
+            cached=status == "ok",
+            cost=0.0,
+            error=error,
+            attempts=attempts,
+            retries=max(0, attempts - 1),
+        )
     return PromptOutcome(
         file=name,
         status=status,
@@ -262,6 +296,8 @@ def _outcome(
         seconds=round(paid.elapsed, 3),
         error=error,
         usage_estimated=paid.usage.estimated,
+        attempts=paid.attempts,
+        retries=paid.attempts - paid.segments,
     )
 
 

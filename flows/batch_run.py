@@ -21,7 +21,7 @@ from tasks.batch import BatchPlan, plan_batch, warn_missing
 from tasks.limits import estimate_tokens
 from tasks.manifest import STATE_DIR, Manifest
 from tasks.prompt_files import read_prompt
-from tasks.reporting import BatchSummary
+from tasks.reporting import BatchSummary, startup_status
 
 __all__ = ["dry_run", "estimate_plan", "run_batch", "run_batch_mode"]
 
@@ -89,6 +89,7 @@ def run_batch(
     max_cost: float | None = None,
     dry: bool = False,
     task_per_prompt: bool = True,
+    time_budget: float | None = None,
 ) -> BatchSummary:
     """Check the input, then run the flow; the CLI's and ``run_batch_mode``'s entry point.
 
@@ -100,6 +101,8 @@ def run_batch(
         raise UsageError(f"--parallelism must be at least 1, got {parallelism}")
     if max_cost is not None and max_cost <= 0:
         raise UsageError(f"--max-cost must be positive, got {max_cost}")
+    if time_budget is not None and time_budget <= 0:
+        raise UsageError(f"--time-budget must be positive, got {time_budget:g}")
     _check_dirs(input_dir, output_dir)
     options = {"recursive": recursive, "files_from": files_from, "retry_errors": retry_errors}
     if dry or not prefect_api_url():
@@ -115,10 +118,11 @@ def run_batch(
                 total=plan.total, up_to_date=len(plan.up_to_date), missing=len(plan.missing)
             )
     provider.check_ready()
-    from blocks.llm_provider import LLMProvider
-    from flows.batch import run_prompt_batch
+    # A spinner on a terminal meanwhile: importing Prefect and starting its API take seconds.
+    with startup_status(), prefect_api():
+        from blocks.llm_provider import LLMProvider
+        from flows.batch import run_prompt_batch
 
-    with prefect_api():
         try:
             return asyncio.run(
                 run_prompt_batch(
@@ -129,6 +133,7 @@ def run_batch(
                     force=force,
                     max_cost=max_cost,
                     task_per_prompt=task_per_prompt,
+                    time_budget=time_budget,
                     **options,
                 )
             )

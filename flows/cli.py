@@ -25,9 +25,11 @@ __all__ = ["app", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# "\b" paragraphs are printed as written (Click re-wraps every other paragraph into prose).
 ENV_HELP = """
 Environment (flags win over env):
 
+\b
   MODEL_PROVIDER       default --provider (openai)
   MODEL_NAME           default --model
   MODEL_REASONING      default --reasoning: minimal, low, medium, high
@@ -45,6 +47,22 @@ Environment (flags win over env):
   PREFECT_API_URL      when set, every run is a flow run visible in that Prefect UI
   LLM_CONDUCTOR_RAISE_ERRORS  1 = show tracebacks for unexpected errors
 
+\b
+Tracing (off unless switched on):
+  LITELLM_MLFLOW_ENABLED=true   traces to MLflow
+  MLFLOW_TRACKING_URI           store or server (default sqlite:///mlflow.db)
+  MLFLOW_EXPERIMENT_NAME        experiment (default llm-conductor)
+  LITELLM_OTEL_ENABLED=true     spans to an OTLP/HTTP collector
+  TRACELOOP_BASE_URL            collector, e.g. http://localhost:4318
+  TRACELOOP_HEADERS             name=value,... sent with every export
+  TRACELOOP_TRACE_RATE          fraction of traces kept, 0.0-1.0 (default 1.0)
+  OTEL_SERVICE_NAME             service.name of the spans (default llm-conductor)
+  TRACELOOP_TELEMETRY_ENABLED=true   lets MLflow send its usage telemetry
+  LLM_CONDUCTOR_TRACE_CONTENT=false  no prompt or completion text in spans
+
+\b
+Defaults from llm-conductor.toml or pyproject.toml's [tool.llm-conductor] (below env and
+flags): see llm-conductor config.
 Logs: .local/logs/llm-conductor.log (DEBUG, rotating); INFO and warnings on stderr.
 Exit codes: 0 ok, 1 provider or prompt failure, 2 usage error, 130 interrupted.
 """
@@ -65,6 +83,26 @@ def _version() -> str:
         return version("llm-conductor")
     except PackageNotFoundError:
         return "unknown"
+
+
+#: Version of the ``--json`` documents (README, "Machine-readable output"); bumped only when a
+#: key is removed or changes meaning.
+JSON_SCHEMA_VERSION = 1
+
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print one JSON document on stdout (README: its schema) and nothing else."
+    ),
+]
+
+
+def _print_json(command: str, document: dict[str, Any]) -> None:
+    import json
+
+    document = {"schema": f"llm-conductor.{command}.v{JSON_SCHEMA_VERSION}", **document}
+    sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
 
 
 def _fail(message: str, code: int) -> typer.Exit:
@@ -103,6 +141,7 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="DEBUG logs on stderr too.")
     ] = False,
@@ -111,9 +150,15 @@ def _root(
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
+    from blocks.settings import apply, load
     from flows.logs import configure_logging
 
     configure_logging(verbose)
+    try:  # the project's configuration file: defaults below flags and the environment
+        _path, config = load()
+    except UsageError as error:
+        raise _fail(str(error), 2) from None
+    ctx.default_map = {**apply(config), **(ctx.default_map or {})}
 
 
 # Options shared by every command that calls a model.
@@ -174,14 +219,45 @@ def build_provider(
     from blocks.llm_provider import LLMProvider
 
     if block:
-        loaded = LLMProvider.load(block)
+        loaded = load_block(block)
         if provider and provider != loaded.kind:
             raise UsageError(
                 f"--provider {provider} conflicts with block {block!r} ({loaded.kind})"
             )
+        # The saved block is the configuration (the environment does not change it); flags
+        # win. Validated as a whole, then copied so that the block keeps its saved identity.
         update = {k: v for k, v in overrides.items() if v is not None}
-        return config_from_env(loaded.kind, cls=LLMProvider, **{**loaded.model_dump(), **update})
+        if update:
+            from blocks.config import ProviderConfig, _one_line_validation_error
+
+            fields = loaded.model_dump(exclude={"block_type_slug"})
+            try:
+                ProviderConfig.model_validate({**fields, **update})
+            except ValueError as error:
+                raise UsageError(_one_line_validation_error(error)) from None
+        return loaded.model_copy(update=update)
     return config_from_env(provider, cls=LLMProvider, **overrides)
+
+
+def load_block(name: str) -> Any:
+    """The saved ``LLMProvider`` block ``name``; a missing one is a usage error naming it."""
+    from blocks.llm_provider import LLMProvider
+    from flows.prefect_api import prefect_api_url
+
+    if not prefect_api_url():
+        raise UsageError(
+            f"--block {name}: no Prefect API is configured (set PREFECT_API_URL to the server "
+            "the block is saved in)"
+        )
+    try:
+        return LLMProvider.load(name)
+    except ValueError as error:
+        if "Unable to find block document" not in str(error):
+            raise
+        raise UsageError(
+            f"no LLM Provider block named {name!r} at {prefect_api_url()} (save one first: "
+            "python -m deployments.setup, or LLMProvider(...).save(NAME))"
+        ) from None
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -216,6 +292,7 @@ def run(
         bool,
         typer.Option("--raw", help="Print the answer byte for byte: no newline added at the end."),
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Send one prompt and stream the answer to stdout.
 
@@ -239,7 +316,28 @@ def run(
     )
     text = _read_prompt(prompt)
     llm.check_ready()
-    completion = asyncio.run(run_single(text, llm, stream=not no_stream))
+    completion = asyncio.run(run_single(text, llm, stream=not (no_stream or as_json)))
+    if as_json:
+        _print_json(
+            "run",
+            {
+                "answer": completion.text,
+                "provider": completion.provider,
+                "model": completion.model,
+                "finish_reason": completion.finish_reason,
+                "usage": {
+                    "prompt_tokens": completion.prompt_tokens,
+                    "completion_tokens": completion.completion_tokens,
+                    "total_tokens": completion.usage.total_tokens,
+                },
+                "cost": completion.cost,
+                "attempts": completion.attempts,
+                "segments": completion.segments,
+                "response_id": completion.response_id,
+                "elapsed_seconds": round(completion.elapsed, 3),
+            },
+        )
+        return
     if no_stream:
         sys.stdout.write(completion.text)
     if not raw and not completion.text.endswith("\n"):
@@ -280,6 +378,14 @@ def batch(
         float | None,
         typer.Option("--max-cost", help="Stop starting new prompts once this many USD are spent."),
     ] = None,
+    time_budget: Annotated[
+        float | None,
+        typer.Option(
+            "--time-budget",
+            help="Start no prompt after this many seconds (in-flight ones finish): to end "
+            "before a time-out with every paid answer written.",
+        ),
+    ] = None,
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="Run only the prompts that failed last time.")
     ] = False,
@@ -301,6 +407,7 @@ def batch(
     timeout: TimeoutOpt = None,
     api_base: ApiBaseOpt = None,
     accept_truncated: AcceptTruncatedOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Generate an output file for every changed *.prompt.md file.
 
@@ -311,6 +418,8 @@ def batch(
     """
     from flows.batch_run import run_batch
 
+    if as_json and dry_run:
+        raise UsageError("--json does not apply to --dry-run (its report is for people)")
     llm = build_provider(
         provider,
         model,
@@ -336,11 +445,23 @@ def batch(
         retry_errors=retry_errors,
         files_from=listed,
         max_cost=max_cost,
+        time_budget=time_budget,
         dry=dry_run,
         task_per_prompt=not task_per_worker,
     )
     if not dry_run:
         typer.echo(summary.line(), err=True)
+    if as_json:
+        _print_json(
+            "batch",
+            {
+                "summary": {
+                    **summary.model_dump(exclude={"prompts"}),
+                    "exit_code": summary.exit_code,
+                },
+                "prompts": [outcome.model_dump() for outcome in summary.prompts],
+            },
+        )
     raise typer.Exit(summary.exit_code)
 
 
@@ -427,6 +548,7 @@ def explore(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info or warning (stderr).")
     ] = "info",
+    as_json: JsonOpt = False,
 ) -> None:
     """Explore a topic: producers ask LLMs for its attributes concurrently; every answer is
     deduplicated across all of them (Unicode-normalised keys plus near-duplicate matching).
@@ -455,6 +577,8 @@ def explore(
     )
     summary = run_explore(settings, output, fresh)
     typer.echo(summary.line(), err=True)
+    if as_json:
+        _print_json("explore", {**summary.model_dump(), "exit_code": summary.exit_code})
     raise typer.Exit(summary.exit_code)
 
 
@@ -490,10 +614,24 @@ def web(
 
 @app.command("list")
 @handle_errors
-def list_providers() -> None:
+def list_providers(as_json: JsonOpt = False) -> None:
     """List every provider: default model, default parallelism, what it needs, and whether
     that is present now (servers are not probed)."""
     from blocks.providers import PROVIDERS
+
+    if as_json:
+        providers = [
+            {
+                "name": spec.name,
+                "default_model": spec.default_model or None,
+                "parallelism": spec.parallelism,
+                "needs": spec.requirement(),
+                "ready": spec.requirement_met(),
+            }
+            for spec in PROVIDERS.values()
+        ]
+        _print_json("list", {"providers": providers})
+        return
 
     rows = [("PROVIDER", "DEFAULT MODEL", "PARALLEL", "NEEDS", "READY")]
     for spec in PROVIDERS.values():
@@ -506,6 +644,50 @@ def list_providers() -> None:
         typer.echo(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+
+
+@app.command("config")
+@handle_errors
+def show_config() -> None:
+    """Show every setting a command would use without flags, and where it comes from: env
+    NAME, file PATH (llm-conductor.toml or pyproject.toml's [tool.llm-conductor]) or
+    built-in. Keys are never shown, only whether they are set."""
+    import click
+
+    from blocks.config import ProviderConfig
+    from blocks.settings import SETTINGS, load, source_of
+
+    path, config = load()
+    group = typer.main.get_command(app)
+    rows = [("SETTING", "VALUE", "SOURCE")]
+    for setting in SETTINGS:
+        value, source = source_of(setting, config, path)
+        if setting.secret:
+            shown = "<redacted>" if value else "-"
+        elif value is not None:
+            shown = str(value)
+        else:
+            shown = _builtin(setting, group, ProviderConfig, click)
+        rows.append((setting.key, shown, source))
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    for key, shown, source in rows:
+        typer.echo(f"{key.ljust(widths[0])}  {shown.ljust(widths[1])}  {source}")
+
+
+def _builtin(setting: Any, group: Any, provider_config: Any, click: Any) -> str:
+    """The built-in default of ``setting``: its command option's or the provider block's."""
+    name = setting.key.split(".")[-1]
+    if setting.command:
+        command = group.commands[setting.command]
+        for param in command.params:
+            if param.name == name and param.default is not None:
+                return str(param.default)
+        return "-"
+    field = {"provider": "kind", "reasoning": "reasoning_effort"}.get(name, name)
+    info = provider_config.model_fields.get(field)
+    if info is not None and info.default is not None and not callable(info.default):
+        return str(info.default)
+    return "-"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from prefect import flow
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from blocks.tracing import traced_flow
+from flows.parameters import names_missing_blocks
 from flows.single_run import FLOW_NAME, run_single
 from tasks.llm import call_model
 from tasks.reporting import answer_markdown
@@ -22,6 +23,7 @@ __all__ = ["complete_prompt", "run_single"]
 
 # persist_result: the completion is the run's result, read back through the API by whoever
 # triggered a deployment run (without it: MissingResult).
+@names_missing_blocks
 @traced_flow
 @flow(
     name=FLOW_NAME,

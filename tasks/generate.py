@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from blocks.errors import InvalidOutput
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
+from tasks.llm import retries_in_run_log
 from tasks.outputs import output_metadata, render_output
 from tasks.stopping import STOPPED, until_stopped
 
@@ -99,7 +100,8 @@ async def generate(
     provider: LLMProvider, prompt: str, key: str, output_format: str
 ) -> GeneratedOutput:
     """The body of ``generate_output``, without Prefect and without the cache."""
-    completion = await provider.acomplete(prompt)
+    with retries_in_run_log():
+        completion = await provider.acomplete(prompt)
     try:
         text, is_json = render_output(
             completion.text, output_format, key, output_metadata(completion, provider)

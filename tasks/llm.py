@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from prefect import task
+from prefect.exceptions import MissingContextError
+from prefect.logging import get_run_logger
 
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
+from blocks.retry import retry_log
 from tasks.attributes import MAX_WORDS, ParsedAnswer, parse_answer
 from tasks.complete import complete, stream_to_stdout
 from tasks.stopping import until_stopped
 
-__all__ = ["ask", "ask_for_attributes", "call_model", "complete", "stream_to_stdout"]
+__all__ = [
+    "ask",
+    "ask_for_attributes",
+    "call_model",
+    "complete",
+    "retries_in_run_log",
+    "stream_to_stdout",
+]
+
+
+@contextlib.contextmanager
+def retries_in_run_log() -> Iterator[None]:
+    """Inside a Prefect flow or task run, every retry of the calls made here is a WARNING line
+    in that run's log (provider, status, wait): Prefect itself sees one attempt, since the
+    block's retry loop is the only one. Outside a run, nothing changes."""
+    try:
+        run_logger = get_run_logger()
+    except MissingContextError:
+        yield
+        return
+    token = retry_log.set(run_logger)
+    try:
+        yield
+    finally:
+        retry_log.reset(token)
 
 
 @task(name="call-model", task_run_name="call {provider.kind}", retries=0)
@@ -33,7 +63,8 @@ async def call_model(provider: LLMProvider, prompt: str, stream: bool = False) -
             return completion.text
         ```
     """
-    return await until_stopped(complete(provider, prompt, stream))
+    with retries_in_run_log():
+        return await until_stopped(complete(provider, prompt, stream))
 
 
 async def ask(
@@ -45,7 +76,8 @@ async def ask(
     """One exploration request without Prefect: the completion and the attributes read from
     it (``parse_answer``: lines repeating ``echoes``, sentences and lines of more than
     ``max_words`` words are rejected; an answer cut at max_tokens loses its last line)."""
-    completion = await provider.acomplete(prompt)
+    with retries_in_run_log():
+        completion = await provider.acomplete(prompt)
     parsed = parse_answer(
         completion.text,
         max_words=max_words,

@@ -3,20 +3,55 @@ and the markdown of a single prompt's answer (its flow run's artifact)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from blocks.result import Completion
 
-__all__ = ["BatchReporter", "BatchSummary", "PromptOutcome", "answer_markdown"]
+__all__ = [
+    "BatchReporter",
+    "BatchSummary",
+    "PromptOutcome",
+    "answer_markdown",
+    "end_startup",
+    "startup_status",
+]
 
 logger = logging.getLogger("llm_conductor.batch")
 _ARTIFACT_INTERVAL = 2.0  # seconds between progress-artifact updates: each is an API call
+
+
+_startup: Any = None  # the spinner shown while Prefect starts, until the progress bar
+
+
+@contextlib.contextmanager
+def startup_status(message: str = "starting Prefect...") -> Iterator[None]:
+    """On a terminal, a spinner saying what the command waits for (importing Prefect, starting
+    its API, the flow run) until the batch's progress bar replaces it."""
+    global _startup
+    if _startup is None and sys.stderr.isatty():
+        from rich.console import Console
+
+        _startup = Console(stderr=True).status(message)
+        _startup.start()
+    try:
+        yield
+    finally:
+        end_startup()
+
+
+def end_startup() -> None:
+    global _startup
+    if _startup is not None:
+        _startup.stop()
+        _startup = None
 
 
 class PromptOutcome(BaseModel):
@@ -30,6 +65,10 @@ class PromptOutcome(BaseModel):
     completion_tokens: int = 0
     cost: float | None = None
     seconds: float = 0.0
+    #: Calls sent for this prompt, and how many of them were retries (429, 5xx, timeouts,
+    #: empty answers): the block's retry loop is the only one, so Prefect sees one task run.
+    attempts: int = 0
+    retries: int = 0
     error: str | None = None
     #: The token counts are litellm's estimate (the server reported none).
     usage_estimated: bool = False
@@ -59,8 +98,11 @@ class BatchSummary(BaseModel):
     cost_known: bool = True
     #: Some token counts are litellm's estimates, not the server's.
     tokens_estimated: bool = False
+    retries: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    #: Every prompt that was not up to date, as in the ``batch-prompts`` artifact.
+    prompts: list[PromptOutcome] = Field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -73,12 +115,16 @@ class BatchSummary(BaseModel):
         ok = f"{self.ok} ok" + (f" ({self.cached} cached)" if self.cached else "")
         parts = [ok, f"{self.failed} failed", f"{self.up_to_date} up to date"]
         if self.not_started:
-            parts.append(f"{self.not_started} not started (--max-cost reached)")
+            parts.append(f"{self.not_started} not started (budget reached)")
         if self.missing:
             parts.append(f"{self.missing} listed but missing (skipped)")
+        retries = ""
+        if self.retries:
+            retries = f", {self.retries} {'retry' if self.retries == 1 else 'retries'}"
         return (
             f"batch: {self.total} prompts: {', '.join(parts)}; "
-            f"{self.prompt_tokens + self.completion_tokens:,} tokens{self._estimated()}, {cost}, "
+            f"{self.prompt_tokens + self.completion_tokens:,} tokens{self._estimated()}, "
+            f"{cost}{retries}, "
             f"{self.seconds:.1f}s"
         )
 
@@ -90,6 +136,7 @@ class BatchSummary(BaseModel):
             ("Failed", self.failed),
             ("Up to date (skipped)", self.up_to_date),
             ("Not started (budget)", self.not_started),
+            ("Retries (429, 5xx, timeouts, empty answers)", self.retries),
             ("Prompt tokens", f"{self.prompt_tokens:,}" + self._estimated()),
             ("Completion tokens", f"{self.completion_tokens:,}" + self._estimated()),
             ("Cost (USD)", f"{self.cost:.4f}" + ("" if self.cost_known else " + unknown")),
@@ -125,6 +172,7 @@ class BatchReporter:
         self._task: Any = None
 
     async def start(self) -> None:
+        end_startup()
         if self._tty and self.jobs:
             from rich.progress import (
                 BarColumn,
@@ -162,6 +210,7 @@ class BatchReporter:
             s.not_started += 1
             return
         self.done += 1
+        s.retries += outcome.retries
         if outcome.status == "ok":
             s.ok += 1
             s.cached += outcome.cached
@@ -211,6 +260,7 @@ class BatchReporter:
 
     async def close(self) -> BatchSummary:
         self.summary.seconds = time.monotonic() - self._started
+        self.summary.prompts = [o for o in self.outcomes if o.status != "up-to-date"]
         if self._bar is not None:
             self._bar.stop()
         if self._artifacts:
@@ -220,11 +270,12 @@ class BatchReporter:
             await acreate_markdown_artifact(
                 self.summary.markdown(), key="batch-summary", description=self.summary.line()
             )
-            table = [o.model_dump() for o in self.outcomes if o.status != "up-to-date"]
+            table = [o.model_dump() for o in self.summary.prompts]
             await acreate_table_artifact(
                 table or [{"file": "-", "status": "nothing to do"}],
                 key="batch-prompts",
-                description="Per prompt: file, status, cached, tokens, cost, seconds, error",
+                description="Per prompt: file, status, cached, tokens, cost, seconds, attempts, "
+                "retries, error",
             )
         return self.summary
 

@@ -222,6 +222,23 @@ def test_max_cost_stops_starting_new_prompts(llm_server, dirs):
     assert len(llm_server.requests) == 1
 
 
+def test_time_budget_stops_starting_new_prompts_and_keeps_the_finished(llm_server, dirs):
+    """One prompt at a time; its answer takes the whole budget (it is asked after the budget's
+    clock started), so no other one starts. The budget leaves the first prompt ample time to
+    start on a busy machine."""
+    src, out = dirs
+    for i in range(3):
+        write(src / f"p{i}.prompt.md", f"prompt number {i}")
+    llm_server.latency = 20.0
+    summary = run_batch(provider(llm_server, timeout=60), src, out, parallelism=1, time_budget=20)
+    assert (summary.ok, summary.not_started, summary.exit_code) == (1, 2, 0)
+    assert "2 not started (budget reached)" in summary.line()
+    assert len(list(out.glob("p*.md"))) == 1
+    llm_server.latency = 0.0
+    again = run_batch(provider(llm_server, timeout=60), src, out)
+    assert (again.ok, again.up_to_date) == (2, 1), "the rest runs next time, nothing twice"
+
+
 @pytest.mark.parametrize(
     ("first_per_prompt", "second_per_prompt"),
     [(True, True), (False, False), (False, True), (True, False)],
