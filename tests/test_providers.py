@@ -274,7 +274,7 @@ async def test_429_body_hint_is_honoured_without_retry_after(llm_server, caplog,
     caplog.set_level("INFO", logger="llm_conductor.retry")
     completion = await openai_block(llm_server, backoff_base=0.0).acomplete("x")
     assert completion.attempts == 2
-    assert any(f"retrying in {wait} after" in r.getMessage() for r in caplog.records)
+    assert any(f" in {wait}: " in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.asyncio
