@@ -13,6 +13,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from blocks import tracing
 from blocks.config import REASONING_EFFORTS, ProviderConfig, config_from_env
 from blocks.errors import EmptyResponse, ProviderError, ProviderTimeout
+from blocks.limits import ProviderGate, gate_for
 from blocks.providers import load_backend
 from blocks.providers.base import Message, OnText, Segment
 from blocks.result import Completion, Usage
@@ -60,6 +61,12 @@ class LLMProvider(ProviderConfig, Block):
         if isinstance(config, cls):
             return config
         return cls(**config.model_dump(exclude_unset=True))
+
+    def gate(self) -> ProviderGate:
+        """The block's limits on the running loop (blocks/limits.py): shared by every flow and
+        call using this block, and, once a run's ``plan_run`` has asked a Prefect server, sized
+        by the block's global concurrency limit there."""
+        return gate_for(self)
 
     # -- calls -----------------------------------------------------------------------------
 

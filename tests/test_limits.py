@@ -49,17 +49,16 @@ def test_a_run_gets_the_free_slot_and_ends_while_another_run_holds_the_rest(
     if stale_read:
         real = limits._limit_slots
 
-        async def all_free(name: str) -> tuple[int, int]:
-            total, _free = await real(name)
+        async def all_free(names: list[str]) -> tuple[int, int]:
+            total, _free = await real(names)
             return total, total
 
         monkeypatch.setattr(limits, "_limit_slots", all_free)
 
     async def go() -> tuple[int, int]:
-        name = await limits.global_limit(provider)
-        assert name is not None
+        (name,) = (await provider.gate().plan_run(provider, None)).global_limits
         async with concurrency(name, occupy=2, strict=True):  # the other run
-            work = limits.run_workers(worker, 8, name, pending=lambda: bool(queue))
+            work = limits.run_workers(worker, 8, [name], pending=lambda: bool(queue))
             await asyncio.wait_for(work, 60)  # a liveness bound, not a speed check
             during = await active_slots(name)
         for _ in range(300):  # a cancelled request's slot, if granted, is given back
