@@ -32,7 +32,7 @@ from aiolimiter import AsyncLimiter
 if TYPE_CHECKING:
     from blocks.config import ProviderConfig
 
-__all__ = ["ProviderGate", "RunLimits", "estimate_tokens", "gate_for", "limit_key"]
+__all__ = ["ProviderGate", "RunLimits", "block_limit", "estimate_tokens", "gate_for", "limit_key"]
 
 logger = logging.getLogger("llm_conductor.limits")
 
@@ -139,8 +139,8 @@ class ProviderGate:
             size = await _ensure_global_limit(name, value)
         await self.resize(max(1, size))
         wanted = requested or value
-        if wanted > self.limit:
-            where = f"global concurrency limit {name}" if name else f"{provider.label}"
+        if requested and requested > self.limit:
+            where = f"global concurrency limit {name}" if name else f"of {provider.label}"
             logger.warning(
                 "%s %d is above the block's limit of %d (%s): running %d",
                 option,

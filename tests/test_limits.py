@@ -308,3 +308,28 @@ def test_blocks_and_tasks_never_import_flows(project_root):
                     if name == "flows" or name.startswith("flows.")
                 ]
     assert upward == []
+
+
+@pytest.mark.timeout(360)  # a real process starting its own ephemeral Prefect API
+def test_j_above_the_blocks_parallelism_is_capped_without_a_server_too(tmp_path, llm_server):
+    """No Prefect server configured (a real process, ephemeral API): a block of parallelism 3
+    asked for 5 runs 3 at once, as with a server, and says so in one line (it used to run 5).
+    The server holds the first answers until 4 are in flight (30 s at most)."""
+    src, out = prompts(tmp_path / "in", 6), tmp_path / "out"
+    code = (
+        "import sys; from blocks import LLMProvider; from flows.batch_run import run_batch_mode;"
+        f"block = LLMProvider(kind='openai', model='m', api_base={llm_server.base_url!r},"
+        " api_key='sk-x', parallelism=3, timeout=60);"
+        f"sys.exit(run_batch_mode(block, 5, False, False, {str(src)!r}, {str(out)!r}))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    llm_server.hold_until_in_flight = 4
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if "5 is above" in line]
+    assert len(notices) == 1, result.stderr
+    assert "the block's limit of 3" in notices[0] and "running 3" in notices[0]
+    assert llm_server.max_in_flight == 3
+    assert len(list(out.glob("*.md"))) == 6
