@@ -9,6 +9,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 
 from blocks.client import CONTINUE_PROMPT, ProviderClient
 from blocks.config import REASONING_EFFORTS, config_from_env
+from blocks.limits import ProviderGate, gate_for
 from blocks.providers.base import Message, OnText
 from blocks.result import Completion
 
@@ -42,6 +43,12 @@ class LLMProvider(ProviderClient, Block):
     _description = "An LLM provider for llm-conductor: kind, model, endpoint, key and limits."
 
     _secret_fields: ClassVar[list[str]] = ["api_key"]
+
+    def gate(self) -> ProviderGate:
+        """The block's limits on the running loop (blocks/limits.py): shared by every flow and
+        call using this block, and, once a run's ``plan_run`` has asked a Prefect server, sized
+        by the block's global concurrency limit there."""
+        return gate_for(self)
 
     def complete(self, prompt: str | list[Message], *, on_text: OnText | None = None) -> Completion:
         """Synchronous twin of ``acomplete`` (not for use inside a running event loop)."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from prefect import flow
 
 from blocks.errors import ConductorError, InvalidOutput, ProviderError
+from blocks.limits import ProviderGate, RunLimits, estimate_tokens
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from blocks.tracing import traced_flow
@@ -42,7 +43,7 @@ from tasks.generate import (
     generate_output_cached,
     work_through_prompts,
 )
-from tasks.limits import ProviderGate, estimate_tokens, gate_for, global_limit, run_workers
+from tasks.limits import run_workers
 from tasks.manifest import STATE_DIR, BatchLock, Entry, Manifest
 from tasks.outputs import write_atomic
 from tasks.prompt_files import read_prompt
@@ -124,9 +125,12 @@ async def execute_plan(
     *,
     deadline: float | None = None,
 ) -> BatchSummary:
-    """Run the plan's jobs with ``parallelism`` workers; every outcome is reported. No job
-    starts once ``max_cost`` is spent or after ``deadline`` (``time.monotonic()``)."""
-    workers = min(parallelism or provider.max_in_flight, max(1, len(plan.jobs)))
+    """Run the plan's jobs with ``parallelism`` workers (at most the block's limit); every
+    outcome is reported. No job starts once ``max_cost`` is spent or after ``deadline``
+    (``time.monotonic()``)."""
+    gate = provider.gate()
+    limits = await gate.plan_run(provider, parallelism) if plan.jobs else RunLimits(1)
+    workers = min(limits.workers, max(1, len(plan.jobs)))
     reasons = collections.Counter(job.reason for job in plan.jobs)
     logger.debug(
         "plan: %d to run %s, %d up to date, %d problems, %d missing; %d workers on %s, %s",
@@ -162,7 +166,6 @@ async def execute_plan(
     else:
         cache = await answer_cache()
         generate = functools.partial(generate_output_cached, cache, scope=scope, refresh=force)
-    gate = gate_for(provider, workers)
     queue = collections.deque(plan.jobs)
 
     async def work() -> None:
@@ -191,10 +194,9 @@ async def execute_plan(
         if main is not None:
             main.cancel()
 
-    limit_name = await global_limit(provider) if plan.jobs else None
     try:
         with on_interrupt(interrupt):
-            await run_workers(worker, workers, limit_name, pending=lambda: bool(queue))
+            await run_workers(worker, workers, limits.global_limits, pending=lambda: bool(queue))
     except asyncio.CancelledError:
         reporter.summary.interrupted = True
         raise

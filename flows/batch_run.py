@@ -16,9 +16,9 @@ from pathlib import Path
 
 from blocks.config import ProviderConfig
 from blocks.errors import ConductorError, UsageError
+from blocks.limits import estimate_tokens
 from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.batch import BatchPlan, plan_batch, warn_missing
-from tasks.limits import estimate_tokens
 from tasks.manifest import STATE_DIR, Manifest
 from tasks.prompt_files import read_prompt
 from tasks.reporting import BatchSummary, startup_status

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from prefect import flow
 from pydantic import BaseModel
 
 from blocks.errors import InvalidOutput, ProviderError
+from blocks.limits import estimate_tokens, limit_key
 from blocks.llm_provider import LLMProvider, provider_from_env
 from blocks.providers import PROVIDERS
 from blocks.routing import Route, Router, call_with_routing, make_router, parse_routing_config
@@ -39,7 +41,7 @@ from tasks.explore import (
     explore_lock,
     prompt_echoes,
 )
-from tasks.limits import estimate_tokens, gate_for
+from tasks.limits import run_workers
 from tasks.llm import ask_for_attributes
 from tasks.semantic import DEFAULT_SEMANTIC_THRESHOLD, SemanticIndex, embedder
 from tasks.stopping import stop_propagates
@@ -220,12 +222,21 @@ async def _explore(
             main.cancel()
 
     try:
+        # Producers are the workers of the routes' blocks' limits: each holds a slot of every
+        # route's global limit while it runs, as a batch's workers do.
+        workers, global_limits = await _plan_producers(settings.producers, providers)
+        numbers = itertools.count()
+
+        async def producer() -> None:
+            await _produce(next(numbers), exploration, router, providers, reporter, stopped)
+
         with on_interrupt(interrupt):
-            async with asyncio.TaskGroup() as group:
-                for producer in range(settings.producers):
-                    group.create_task(
-                        _produce(producer, exploration, router, providers, reporter, stopped)
-                    )
+            await run_workers(
+                producer,
+                workers,
+                global_limits,
+                pending=lambda: not exploration.stopped and not exploration.finished,
+            )
     except asyncio.CancelledError:
         exploration.stopped = True
         raise
@@ -253,6 +264,19 @@ async def _explore(
     if summary.interrupted:  # the cancellation was swallowed on the way: end as if it was not
         raise asyncio.CancelledError
     return summary
+
+
+async def _plan_producers(
+    requested: int, providers: dict[Route, LLMProvider]
+) -> tuple[int, tuple[str, ...]]:
+    """How many producers may run (each block's limit caps them) and the global limits each
+    holds a slot of."""
+    workers, global_limits = requested, set()
+    for provider in {limit_key(p): p for p in providers.values()}.values():
+        limits = await provider.gate().plan_run(provider, requested, option="--producers")
+        workers = min(workers, limits.workers)
+        global_limits.update(limits.global_limits)
+    return workers, tuple(sorted(global_limits))
 
 
 def _start_event(exploration: Exploration) -> dict[str, Any]:
@@ -326,7 +350,7 @@ async def _request(
         async def ask(route: Route) -> tuple[Any, ParsedAnswer]:
             provider = providers[route]
             try:
-                async with gate_for(provider).slot(estimate_tokens(prompt)):
+                async with provider.gate().slot(estimate_tokens(prompt)):
                     return await stop_propagates(
                         ask_for_attributes(provider, prompt, echoes, max_words)
                     )

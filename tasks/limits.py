@@ -1,126 +1,31 @@
-"""Per-provider limits inside one process: requests in flight, requests/min, tokens/min.
+"""The worker pool of a run under its provider's global concurrency limit.
 
-A gate lives on one event loop (asyncio primitives are bound to the loop that first uses
-them), so ``gate_for`` keeps one per provider configuration and loop.
+The limits themselves are the block's (blocks/limits.py, ``LLMProvider.gate()``); here, how
+a run's workers hold slots of the global limit (when a Prefect server has one) while they
+work.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
-from aiolimiter import AsyncLimiter
-
-if TYPE_CHECKING:
-    from blocks.llm_provider import LLMProvider
-
-__all__ = ["ProviderGate", "estimate_tokens", "gate_for"]
+__all__ = ["run_workers"]
 
 
-def estimate_tokens(text: str) -> int:
-    """A cheap upper-ish estimate (about 4 characters per token) for budgeting only."""
-    return max(1, len(text) // 4)
-
-
-class ProviderGate:
-    """Admission control for one provider: a semaphore plus optional rate limiters."""
-
-    def __init__(
-        self,
-        max_in_flight: int,
-        requests_per_minute: int | None = None,
-        tokens_per_minute: int | None = None,
-    ) -> None:
-        self.max_in_flight = max_in_flight
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._requests = AsyncLimiter(requests_per_minute, 60) if requests_per_minute else None
-        self._tokens = AsyncLimiter(tokens_per_minute, 60) if tokens_per_minute else None
-        self.in_flight = 0
-
-    @contextlib.asynccontextmanager
-    async def slot(self, estimated_tokens: int = 0) -> AsyncIterator[None]:
-        """Wait for a free slot and the rate budget, then hold the slot for one call."""
-        async with self._slots:
-            if self._requests:
-                await self._requests.acquire()
-            if self._tokens and estimated_tokens:
-                await self._tokens.acquire(min(estimated_tokens, self._tokens.max_rate))
-            self.in_flight += 1
-            try:
-                yield
-            finally:
-                self.in_flight -= 1
-
-    async def spend_tokens(self, actual: int, estimated: int) -> None:
-        """Charge the tokens/minute budget for what a call used beyond its estimate."""
-        if self._tokens and actual > estimated:
-            await self._tokens.acquire(min(actual - estimated, self._tokens.max_rate))
-
-
-_gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple, ProviderGate]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def gate_for(provider: LLMProvider, max_in_flight: int | None = None) -> ProviderGate:
-    """The gate shared by every call to ``provider`` on the running loop."""
-    limit = max_in_flight or provider.max_in_flight
-    key = (provider.label, provider.resolved_api_base(), limit)
-    gates = _gates.setdefault(asyncio.get_running_loop(), {})
-    if key not in gates:
-        gates[key] = ProviderGate(limit, provider.requests_per_minute, provider.tokens_per_minute)
-    return gates[key]
-
-
-def global_limit_name(provider: LLMProvider) -> str:
-    """The Prefect global concurrency limit shared by every run using this provider."""
-    slug = "".join(c if c.isalnum() else "-" for c in provider.label.lower()).strip("-")
-    return f"llm-provider-{slug}"
-
-
-async def global_limit(provider: LLMProvider) -> str | None:
-    """The name of the provider's Prefect global concurrency limit, created on first use
-    with the block's max in flight (and set back to it when it differs: the block is where
-    the limit is configured); None without a configured Prefect API (then the in-process gate
-    is the only limit)."""
-    from flows.prefect_api import prefect_api_url
-
-    if not prefect_api_url():
-        return None
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import (
-        GlobalConcurrencyLimitCreate,
-        GlobalConcurrencyLimitUpdate,
-    )
-    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
-
-    name = global_limit_name(provider)
-    async with get_client() as client:
-        try:
-            existing = await client.read_global_concurrency_limit_by_name(name)
-        except ObjectNotFound:
-            with contextlib.suppress(ObjectAlreadyExists):
-                await client.create_global_concurrency_limit(
-                    GlobalConcurrencyLimitCreate(name=name, limit=provider.max_in_flight)
-                )
-        else:
-            if existing.limit != provider.max_in_flight:
-                await client.update_global_concurrency_limit(
-                    name, GlobalConcurrencyLimitUpdate(limit=provider.max_in_flight)
-                )
-    return name
-
-
-async def _limit_slots(limit_name: str) -> tuple[int, int]:
-    """The limit's size (the server refuses, 422, a request for more) and its free slots."""
+async def _limit_slots(names: Sequence[str]) -> tuple[int, int]:
+    """The smallest size of the limits (the server refuses, 422, a request for more than
+    one's size) and the fewest free slots among them."""
     from prefect.client.orchestration import get_client
 
+    sizes, free = [], []
     async with get_client() as client:
-        limit = await client.read_global_concurrency_limit_by_name(limit_name)
-    return limit.limit, max(0, limit.limit - limit.active_slots)
+        for name in names:
+            limit = await client.read_global_concurrency_limit_by_name(name)
+            sizes.append(limit.limit)
+            free.append(max(0, limit.limit - limit.active_slots))
+    return min(sizes), min(free)
 
 
 def _refused_for_now(error: BaseException) -> bool:
@@ -132,12 +37,13 @@ def _refused_for_now(error: BaseException) -> bool:
 
 
 async def run_workers(
-    worker: Callable[[], Awaitable[None]],
+    worker: Callable[[], Coroutine[Any, Any, None]],
     count: int,
-    limit_name: str | None,
+    global_limits: Sequence[str],
     pending: Callable[[], bool],
 ) -> None:
-    """Run ``count`` copies of ``worker``; with a global limit, each only while holding a slot.
+    """Run ``count`` copies of ``worker``; with global limits (``RunLimits.global_limits``),
+    each only while holding a slot of every one of them.
 
     Slots are acquired in chunks, all ``count`` in one call first: every acquire is a round
     trip of 55-290 ms and Prefect sends those for one limit one at a time (NOTES.md), so a
@@ -148,10 +54,10 @@ async def run_workers(
     them would leave them held by a lease nobody renews, for its 5 minutes. Workers already
     holding slots keep going; once the work has run out, requests still waiting are
     cancelled (measured: a run sharing a limit ends 0.6-2 s sooner). No more workers run
-    than the limit's size (``-j`` above the block's limit is capped by it when a server is
-    configured).
+    than the smallest limit's size (``ProviderGate.plan_run`` has said so already when the
+    run asked for more).
     """
-    if limit_name is None:
+    if not global_limits:
         async with asyncio.TaskGroup() as group:
             for _ in range(count):
                 group.create_task(worker())
@@ -160,10 +66,12 @@ async def run_workers(
 
     waiting: set[asyncio.Task[None]] = set()  # requests for slots not granted yet
 
+    names = list(global_limits)
+
     async def chunk(size: int, ready: asyncio.Event) -> None:
         attempts = None if size == 1 else 0  # max_retries: 0 = no waiting for a 423
         try:
-            async with concurrency(limit_name, occupy=size, max_retries=attempts, strict=True):
+            async with concurrency(names, occupy=size, max_retries=attempts, strict=True):
                 ready.set()
                 waiting.discard(asyncio.current_task())  # type: ignore[arg-type]
                 async with asyncio.TaskGroup() as group:
@@ -179,7 +87,7 @@ async def run_workers(
             if ready.is_set() or not _refused_for_now(error):
                 raise
 
-    total, free = await _limit_slots(limit_name)
+    total, free = await _limit_slots(global_limits)
     count = min(count, max(1, total))
     async with asyncio.TaskGroup() as group:
         remaining = size = count
@@ -197,4 +105,4 @@ async def run_workers(
             else:
                 size = max(1, size // 2)
             if remaining and pending() and size > 1:
-                free = (await _limit_slots(limit_name))[1]
+                free = (await _limit_slots(global_limits))[1]

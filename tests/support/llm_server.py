@@ -954,7 +954,8 @@ class LLMServer:
         self.stream_usage = True
         #: N > 0: the first answers wait (up to 30 s) until N requests are in flight at once,
         #: so a test of a parallelism bound sees it reached however slowly the client starts
-        #: its requests; after that, answers flow as usual. ``reset()`` re-arms it.
+        #: its requests; after that (reached or not), answers flow as usual. ``reset()``
+        #: re-arms it.
         self.hold_until_in_flight = 0
         self._held_enough = False
         self._settings = {
@@ -1222,6 +1223,7 @@ class LLMServer:
             deadline = time.monotonic() + 30
             while not self._held_enough and time.monotonic() < deadline:
                 await ex.pause(0.01)
+            self._held_enough = True  # reached or given up on: the hold is over for all
             delay = self.latency + (self._rng.uniform(0, self.jitter) if self.jitter > 0 else 0)
             await ex.pause(delay)
             if call is None:
