@@ -320,7 +320,7 @@ def test_j_above_the_blocks_parallelism_is_capped_without_a_server_too(tmp_path,
         "import sys; from blocks import LLMProvider; from flows.batch_run import run_batch_mode;"
         f"block = LLMProvider(kind='openai', model='m', api_base={llm_server.base_url!r},"
         " api_key='sk-x', parallelism=3, timeout=60);"
-        f"sys.exit(run_batch_mode(block, 5, False, False, {str(src)!r}, {str(out)!r}))"
+        f"sys.exit(run_batch_mode(block, None, 5, False, False, {str(src)!r}, {str(out)!r}))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     llm_server.hold_until_in_flight = 4
