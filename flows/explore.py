@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.exceptions import CancelledRun
 from pydantic import BaseModel
 
 from blocks.errors import InvalidOutput, ProviderError
@@ -32,7 +33,7 @@ from flows.prefect_api import prefect_api, prefect_api_url
 from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
 from tasks.limits import estimate_tokens, gate_for
 from tasks.llm import ask_for_attributes
-from tasks.stopping import stop_propagates
+from tasks.stopping import stop_propagates, until_stopped
 
 __all__ = ["ExploreSummary", "explore_topic", "run_explore", "run_exploration"]
 
@@ -99,6 +100,7 @@ async def explore_topic(
     seed: int | None = None,
     fresh: bool = False,
     similarity: float | None = 92.0,
+    max_tokens: int | None = None,
 ) -> ExploreSummary:
     """Explore ``topic`` until ``iterations`` batches are accepted (or every producer has made
     ``max_requests``); outputs go to ``output`` (default ``./output/<topic-slug>/``)."""
@@ -111,9 +113,14 @@ async def explore_topic(
         routing_config=routing_config,
         similarity=similarity,
         seed=seed,
+        max_tokens=max_tokens,
     )
     output_dir = Path(output) if output else default_output_dir(topic)
-    return await run_exploration(settings, output_dir, fresh=fresh, listener=explore_listener.get())
+    # Stopped (Ctrl-C, the page's Stop): the flow run ends Cancelled, not Crashed.
+    return await until_stopped(
+        run_exploration(settings, output_dir, fresh=fresh, listener=explore_listener.get()),
+        message="stopped: the exploration was interrupted; its files are flushed",
+    )
 
 
 def build_routes(settings: ExploreSettings) -> tuple[Router, dict[Route, LLMProvider]]:
@@ -125,7 +132,13 @@ def build_routes(settings: ExploreSettings) -> tuple[Router, dict[Route, LLMProv
     for route in routes:
         options = {"seed": settings.seed or 0} if route.provider == "random" else None
         # The router retries and fails over; a retry loop inside each call would hide that.
-        provider = provider_from_env(route.provider, model=route.model, retries=0, options=options)
+        provider = provider_from_env(
+            route.provider,
+            model=route.model,
+            retries=0,
+            options=options,
+            max_tokens=settings.max_tokens,
+        )
         provider.check_ready()
         providers[route] = provider
     return router, providers
@@ -366,9 +379,10 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
                     seed=settings.seed,
                     fresh=fresh,
                     similarity=settings.similarity,
+                    max_tokens=settings.max_tokens,
                 )
             )
-        except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): outputs are flushed
+        except (asyncio.CancelledError, CancelledRun):  # Ctrl-C: outputs are flushed
             raise KeyboardInterrupt from None
 
 

@@ -139,6 +139,8 @@ class ExploreSettings:
     routing_config: str = "random:random"
     similarity: float | None = 92.0
     seed: int | None = None
+    #: Completion tokens per request (None: the provider's setting, e.g. OPENAI_MAX_TOKENS).
+    max_tokens: int | None = None
 
     def check(self) -> None:
         if not self.topic.strip():
@@ -150,6 +152,8 @@ class ExploreSettings:
             if value is not None and value < 1:
                 flag = "--" + name.replace("_", "-")
                 raise UsageError(f"{flag} must be at least 1, got {value}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise UsageError(f"--max-tokens must be at least 1, got {self.max_tokens}")
         if self.similarity is not None and not 0 < self.similarity <= 100:
             raise UsageError(f"--similarity must be in (0, 100], got {self.similarity}")
 

@@ -435,3 +435,46 @@ def test_a_busy_port_is_one_line_not_a_traceback():
     assert result.stderr == (
         f"Error: cannot listen on 127.0.0.1:{port}: Address already in use (try another --port)\n"
     )
+
+
+def test_ctrl_c_during_a_run_ends_its_flow_run_cancelled(prefect_harness, unused_port, tmp_path):
+    env = {**os.environ, "PREFECT_API_URL": _harness_api_url()}
+    command = [sys.executable, "-m", "web", "--port", str(unused_port)]
+    process = subprocess.Popen(
+        [*command, "--output-root", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        process.stdout.readline()
+        url = f"http://127.0.0.1:{unused_port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/api/state", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the web server did not answer"
+                time.sleep(0.1)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            _start(client, topic="Ctrl-C")
+            deadline = time.monotonic() + 120
+            while not (run := client.get("/api/state").json()["run"])["flow_run_id"]:
+                assert time.monotonic() < deadline, run
+                time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert "Crash" not in stderr and "Traceback" not in stderr, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(run["flow_run_id"])
+    assert flow_run.state.type.value == "CANCELLED", (flow_run.state, stderr)

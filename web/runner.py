@@ -248,31 +248,6 @@ class PrefectGate:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-class _QuietStop(logging.Filter):
-    """Drops Prefect's "Crash detected! Execution was cancelled by the runtime environment"
-    lines (flow and in-flight task runs) while a Stop from the page is under way: that is
-    the cancellation we asked for, not a crash. The flow run is then marked Cancelled."""
-
-    LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
-
-    def __init__(self, runner: Runner) -> None:
-        super().__init__()
-        self.runner = runner
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.runner._stop_requested:
-            return True
-        return "cancelled by the runtime environment" not in record.getMessage()
-
-    def install(self) -> None:
-        for name in self.LOGGERS:
-            logging.getLogger(name).addFilter(self)
-
-    def remove(self) -> None:
-        for name in self.LOGGERS:
-            logging.getLogger(name).removeFilter(self)
-
-
 class Runner:
     """At most one exploration at a time, started and stopped from the page."""
 
@@ -297,9 +272,6 @@ class Runner:
         self._stop_requested = False
         self._watcher: asyncio.Task[None] | None = None
         self._run_started: datetime | None = None
-        self._flow_run_id: str | None = None
-        self._quiet = _QuietStop(self)
-        self._quiet.install()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -389,6 +361,8 @@ class Runner:
         explore_listener.set(self._listener(run_id))
         if self._stop_requested:
             return None
+        from prefect.exceptions import CancelledRun
+
         try:
             return await explore_topic(
                 topic=settings.topic,
@@ -401,38 +375,20 @@ class Runner:
                 seed=settings.seed,
                 fresh=fresh,
                 similarity=settings.similarity,
+                max_tokens=settings.max_tokens,
             )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, CancelledRun):
             if not self._stop_requested:
                 raise
-            # A clean stop: the flow has flushed its files. Prefect saw a cancelled task and
-            # recorded "Crashed"; say in its UI what really happened.
-            await self._mark_cancelled()
+            # A clean stop: the flow has flushed its files and its run ended Cancelled.
             logger.info("stopped from the web page; the files in %s are flushed", output_dir)
             return None
 
-    async def _mark_cancelled(self) -> None:
-        flow_run_id = self._flow_run_id
-        if not flow_run_id:
-            return
-        try:
-            from prefect.client.orchestration import get_client
-            from prefect.states import Cancelled
-
-            async with get_client() as client:
-                await client.set_flow_run_state(
-                    flow_run_id, Cancelled(message="stopped from the web page"), force=True
-                )
-        except Exception as error:  # the files are flushed; the UI's label is secondary
-            logger.warning("could not mark flow run %s cancelled: %s", flow_run_id, error)
-
     def _listener(self, run_id: int) -> Callable[[str, dict[str, Any]], None]:
         loop, hub = self.loop, self.hub
-        self._flow_run_id = None
 
         def listener(kind: str, data: dict[str, Any]) -> None:
             if kind == "started":
-                self._flow_run_id = data.get("flow_run_id")
                 data = {**data, "prefect_ui_url": _prefect_ui_url()}
             # RuntimeError: the web loop is closed, nobody is watching any more.
             with contextlib.suppress(RuntimeError):
@@ -497,7 +453,6 @@ class Runner:
                 await asyncio.wait_for(asyncio.shield(self._watcher), 30)
             except (TimeoutError, asyncio.CancelledError, Exception):
                 logger.warning("the run did not stop in time at shutdown")
-        self._quiet.remove()
 
     def output_file(self, name: str) -> Path:
         if name not in OUTPUT_FILES:

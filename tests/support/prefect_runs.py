@@ -1,4 +1,5 @@
-"""Read back what the last flow run recorded: its task runs, once the API has them all."""
+"""Read back what the last flow run recorded: its state, and its task runs once the API has
+them all."""
 
 from __future__ import annotations
 
@@ -26,3 +27,13 @@ async def latest_task_runs(expected: int, settled: bool = True) -> list[tuple[st
                 break
             await asyncio.sleep(0.1)
     return sorted((r.name, r.state.type.value if r.state else "NONE") for r in runs)
+
+
+async def latest_flow_run_state() -> str:
+    """The state type of the newest flow run (``CANCELLED``, ``CRASHED``, ...)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    async with get_client() as client:
+        [latest] = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
+    return latest.state.type.value if latest.state else "NONE"
