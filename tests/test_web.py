@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,8 +41,13 @@ class EventStream:
     """A server-sent-events client on its own thread; events arrive in a queue as
     ``(time, event, data)``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pause: float = 0.0, receive_buffer: int | None = None) -> None:
         self.url = url
+        #: Seconds to wait after each event before reading on: a slow page.
+        self.pause = pause
+        #: SO_RCVBUF: a small one keeps what the client's kernel holds small, so what lags is
+        #: what the server keeps back (left alone, reading 64 KB at once grows it to MBs).
+        self.receive_buffer = receive_buffer
         self.events: queue.Queue[tuple[float, str, Any]] = queue.Queue()
         self.headers: httpx.Headers | None = None
         self.retry: int | None = None
@@ -50,8 +56,12 @@ class EventStream:
         self._thread.start()
 
     def _run(self) -> None:
+        options = []
+        if self.receive_buffer:
+            options = [(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)]
+        transport = httpx.HTTPTransport(socket_options=options)
         with (
-            httpx.Client(timeout=httpx.Timeout(10.0)) as client,
+            httpx.Client(timeout=httpx.Timeout(10.0), transport=transport) as client,
             client.stream("GET", self.url + "/api/events") as response,
         ):
             self.headers = response.headers
@@ -68,6 +78,8 @@ class EventStream:
                 elif not line and data:
                     self.events.put((time.monotonic(), event, json.loads("\n".join(data))))
                     event, data = "message", []
+                    if self.pause:
+                        time.sleep(self.pause)
 
     def next(
         self,
@@ -336,6 +348,44 @@ def test_start_watch_from_two_pages_stop_and_reconnect(server, http):
     finally:
         one.close()
         two.close()
+
+
+#: How far (in events) a slow page may fall behind the hub before a resync must have come...
+LAG_LIMIT = 2000
+#: ... and how many events, at most, it then reads to be current again once it reads fast.
+CATCH_UP = 1000
+
+
+def test_a_slow_page_is_resynchronised_and_ends_current(server, http):
+    hub = server.app.state.hub
+    # ≈ 50 events/s at most (slower than the run), through a 16 KB receive buffer.
+    stream = EventStream(server.url, pause=0.02, receive_buffer=16 * 1024)
+    try:
+        stream.next("state", timeout=10)
+        _start(http, topic="Slow page", producers=2)
+        running = stream.next("state", lambda d: d["run"]["status"] == "running", timeout=120)
+        most_behind = 0
+        for _ in range(50_000):  # the page falls behind: kernel buffers must not hide it
+            _, event, data = stream.events.get(timeout=60)
+            most_behind = max(most_behind, hub.seq - data["seq"])
+            assert most_behind < LAG_LIMIT, f"{most_behind} events behind, not resynchronised"
+            if event == "state":
+                break
+        else:
+            raise AssertionError(f"never resynchronised (at most {most_behind} events behind)")
+        assert data["run"]["status"] == "running" and data["seq"] > running["seq"]
+
+        assert http.post("/api/stop", json={}).status_code == 202
+        final = _wait_idle(http)["seq"]
+        stream.pause = 0  # reads fast from now on: the backlog left is bounded
+        for _ in range(CATCH_UP):
+            _, event, data = stream.events.get(timeout=60)
+            if data["seq"] >= final:
+                break
+        else:
+            raise AssertionError(f"still behind after {CATCH_UP} events")
+    finally:
+        stream.close()
 
 
 def test_a_run_with_iterations_finishes_on_its_own(server, http):

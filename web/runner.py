@@ -34,6 +34,19 @@ STRATEGIES = ("backoff", "roundrobin", "priority", "weighted")
 MAX_PRODUCERS = 64
 MAX_TOPIC = 300
 OUTPUT_FILES = ("output.txt", "output.json", "metadata.json")
+#: What ``/api/start`` accepts; anything else is refused with a 400 naming it.
+FORM_FIELDS = (
+    "topic",
+    "producers",
+    "iterations",
+    "max_requests",
+    "routing_strategy",
+    "routing_config",
+    "similarity",
+    "seed",
+    "max_tokens",
+    "fresh",
+)
 #: How often ``metadata.json`` is read for per-provider tokens and cost while a run goes.
 METADATA_INTERVAL = 2.0
 
@@ -96,6 +109,13 @@ def parse_form(form: Any, *, default_config: str = "random:random") -> tuple[Any
 
     if not isinstance(form, dict):
         raise UsageError("the request body must be a JSON object of form fields")
+    # A misspelt field must not silently run with the default instead.
+    unknown = sorted(str(name)[:40] for name in form if name not in FORM_FIELDS)
+    if unknown:
+        raise UsageError(
+            f"unknown form field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+            f"(known: {', '.join(FORM_FIELDS)})"
+        )
     topic = form.get("topic")
     if not isinstance(topic, str) or not topic.strip():
         raise UsageError("the topic is empty: type what to explore")
@@ -123,6 +143,7 @@ def parse_form(form: Any, *, default_config: str = "random:random") -> tuple[Any
         routing_config=_text(form, "routing_config", "routing config", default_config),
         similarity=_number(form, "similarity", "similarity", 92.0),
         seed=_integer(form, "seed", "seed", None),
+        max_tokens=_integer(form, "max_tokens", "max tokens", None),
     )
     settings.check()
     return settings, fresh
@@ -138,6 +159,7 @@ def _form_of(settings: Any, fresh: bool) -> dict[str, Any]:
         "routing_config": settings.routing_config,
         "similarity": settings.similarity,
         "seed": settings.seed,
+        "max_tokens": settings.max_tokens,
         "fresh": fresh,
     }
 
@@ -332,7 +354,9 @@ class Runner:
             self._merge_metadata(run_id, output_dir)
             status = "stopped" if self._stop_requested else "finished"
             summary = (self.hub.run or {}).get("summary") or {}
-            if summary.get("producers_stopped") and not self._stop_requested:
+            if summary.get("failures") and not summary.get("batches"):
+                status, message = "failed", self._all_failed(summary["failures"])
+            elif summary.get("producers_stopped") and not self._stop_requested:
                 message = f"{summary['producers_stopped']} producer(s) stopped after errors"
         except asyncio.CancelledError:
             status, message = "stopped", "the web server is shutting down"
@@ -352,6 +376,18 @@ class Runner:
                 ended_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 files=files,
             )
+
+    def _all_failed(self, failures: int) -> str:
+        """Why a run that got no answer at all failed: each provider's last error."""
+        providers = (self.hub.run or {}).get("providers") or {}
+        reasons = [
+            f"{route}: "
+            + (f"HTTP {stats['last_status']}: " if stats.get("last_status") else "")
+            + str(stats["last_error"])
+            for route, stats in providers.items()
+            if stats.get("failures") and stats.get("last_error")
+        ]
+        return f"every request failed ({failures}); " + ("; ".join(reasons) or "see the log")
 
     async def _flow_main(self, run_id: int, settings: Any, fresh: bool, output_dir: Path) -> Any:
         """On the flow loop: the CLI's flow call, with the listener set in this task."""
@@ -401,23 +437,23 @@ class Runner:
             await asyncio.sleep(METADATA_INTERVAL)
             # Read in a thread, apply here: once this task is cancelled, a read still under
             # way is dropped, so it cannot land after the run's final state.
-            providers, files = await asyncio.to_thread(self._read_outputs, output_dir)
-            if providers is not None:
-                self.hub.merge_provider_metadata(run_id, providers)
+            metadata, files = await asyncio.to_thread(self._read_outputs, output_dir)
+            if metadata is not None:
+                self.hub.merge_metadata(run_id, metadata)
             # The page offers a download only once its file exists (else the browser saves
             # a 404).
             self.hub.set_files(run_id, files)
 
     def _read_outputs(self, output_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
-        return self._fresh_providers(output_dir), _existing(output_dir)
+        return self._fresh_metadata(output_dir), _existing(output_dir)
 
     def _merge_metadata(self, run_id: int, output_dir: Path) -> None:
-        providers = self._fresh_providers(output_dir)
-        if providers is not None:
-            self.hub.merge_provider_metadata(run_id, providers)
+        metadata = self._fresh_metadata(output_dir)
+        if metadata is not None:
+            self.hub.merge_metadata(run_id, metadata)
 
-    def _fresh_providers(self, output_dir: Path) -> dict[str, Any] | None:
-        """Per-route stats from ``metadata.json``, if it was written by this run."""
+    def _fresh_metadata(self, output_dir: Path) -> dict[str, Any] | None:
+        """The topic folder's ``metadata.json``, if it was written by this run."""
         metadata = _read_json(output_dir / "metadata.json")
         try:
             updated = datetime.fromisoformat(metadata["updated"])
@@ -426,8 +462,7 @@ class Runner:
         started = self._run_started
         if started is None or updated.timestamp() < started.timestamp() - 1:
             return None
-        providers = metadata.get("providers")
-        return providers if isinstance(providers, dict) else None
+        return metadata
 
     # -- stop ------------------------------------------------------------------------------
 
