@@ -327,7 +327,14 @@ class Hub:
                 stats["failures"] += 1
                 stats["last_error"] = error["error"]
                 stats["last_status"] = error["status"]
-            self._publish("run-error", {"run": run_id, "error": error, "provider": stats})
+                if run["metrics"]:  # counted as the flow counts it (its next batch says so)
+                    metrics = run["metrics"]
+                    metrics["requests"] = metrics.get("requests", 0) + 1
+                    metrics["failures"] = metrics.get("failures", 0) + 1
+            self._publish(
+                "run-error",
+                {"run": run_id, "error": error, "provider": stats, "metrics": run["metrics"]},
+            )
         elif kind == "finished":
             run["summary"] = data
             self._publish("summary", {"run": run_id, "summary": data})
