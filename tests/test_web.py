@@ -169,6 +169,10 @@ def test_flow_run_link_only_for_a_configured_server():
         ({"topic": "x", "similarity": 0}, "--similarity must be in"),
         ({"topic": "x", "routing_strategy": "fastest"}, "unknown routing strategy"),
         ({"topic": "x", "fresh": "yes"}, "fresh must be true or false"),
+        ({"topic": "x", "max_tokens": "many"}, "max tokens must be a whole number"),
+        ({"topic": "x", "max_tokens": 0}, "--max-tokens must be at least 1"),
+        ({"topic": "x", "producer_count": 3}, "unknown form field: producer_count (known: "),
+        ({"topic": "x", "b": 1, "a": 2}, "unknown form fields: a, b (known: "),
     ],
 )
 def test_form_checks(form, message):
@@ -183,6 +187,22 @@ def test_form_defaults_and_numbers_as_text():
     assert (settings.topic, settings.producers, settings.iterations) == ("Paris", 3, None)
     assert (settings.seed, settings.similarity, fresh) == (7, 90.0, False)
     assert (settings.routing_strategy, settings.routing_config) == ("backoff", "random:random")
+    assert settings.max_tokens is None
+    assert parse_form({"topic": "x", "max_tokens": "256"})[0].max_tokens == 256
+
+
+def test_rejected_lines_and_error_statuses_reach_the_state():
+    hub = Hub()
+    hub.run_created(1, {"topic": "t"}, "out")
+    hub.on_flow_event(1, "started", {"known": [], "metrics": {"requests": 0, "failures": 0}})
+    assert hub.run["rejected"] is None  # absent: the page shows nothing
+    hub.merge_metadata(1, {"providers": {}, "rejected": {"sentence": 4, "prompt echo": 1}})
+    assert hub.run["rejected"] == {"sentence": 4, "prompt echo": 1}
+    error = {"producer": 0, "route": "openai:m", "error": "openai: denied", "status": 401}
+    hub.on_flow_event(1, "error", error)
+    assert hub.run["providers"]["openai:m"]["last_status"] == 401
+    assert hub.run["errors"][-1]["status"] == 401
+    assert (hub.run["metrics"]["requests"], hub.run["metrics"]["failures"]) == (1, 1)
 
 
 def test_a_slow_client_is_resynchronised_never_waited_for():
@@ -241,6 +261,7 @@ def test_bad_requests_get_a_message_not_a_traceback(http, monkeypatch):
         (start({"topic": "x", "routing_config": "nosuch:m"}), 400, "valid"),
         (start({"topic": "x", "routing_config": "openai"}), 400, "provider:model"),
         (start({"topic": "x", "routing_config": "openai:gpt-4o-mini"}), 400, "OPENAI_API_KEY"),
+        (start({"topic": "x", "producer_count": 3}), 400, "unknown form field: producer_count"),
         (start({"topic": "../.."}), 400, "no letters or digits"),
         (http.post("/api/start", content=b"topic=x"), 415, "JSON"),
         (

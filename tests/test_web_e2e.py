@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -102,9 +103,25 @@ def page(browser, site):
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.goto(site)
     expect(page.locator("#connection")).to_have_text("live")
-    yield page
-    page.close()
+    try:
+        yield page
+    finally:
+        page.close()
+        _stop_any_run(site)  # a test that failed half-way must not leave its run going
     assert not errors, errors
+
+
+def _stop_any_run(site: str, timeout: float = 120) -> None:
+    import httpx
+
+    httpx.post(site + "/api/stop", json={}, timeout=30)  # 409 when none is going
+    deadline = time.monotonic() + timeout
+    active = ("starting", "running", "stopping")
+    while (run := httpx.get(site + "/api/state", timeout=30).json()["run"]) and run[
+        "status"
+    ] in active:
+        assert time.monotonic() < deadline, f"the run is still {run['status']}"
+        time.sleep(0.1)
 
 
 def _number(page, selector: str) -> int:
