@@ -415,7 +415,7 @@ def test_a_run_with_iterations_finishes_on_its_own(server, http):
         stream.next("state", timeout=10)
         _start(http, topic="Lyon", iterations=4, producers=3, seed=3)
         ended = ("finished", "stopped", "failed")
-        done = stream.next("status", lambda d: d["run"]["status"] in ended, timeout=60)
+        done = stream.next("status", lambda d: d["run"]["status"] in ended, timeout=120)
         assert done["run"]["status"] == "finished", done
         state = http.get("/api/state").json()
         assert state["run"]["summary"]["batches"] == 4
