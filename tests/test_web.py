@@ -407,6 +407,10 @@ def test_a_slow_page_is_resynchronised_and_ends_current(server, http):
             raise AssertionError(f"still behind after {CATCH_UP} events")
     finally:
         stream.close()
+    from tests.support.prefect_runs import wait_until_recorded
+
+    run = http.get("/api/state").json()["run"]
+    asyncio.run(wait_until_recorded(run["flow_run_id"], run["summary"]["requests"]))
 
 
 def test_a_run_with_iterations_finishes_on_its_own(server, http):

@@ -37,3 +37,21 @@ async def latest_flow_run_state() -> str:
     async with get_client() as client:
         [latest] = await client.read_flow_runs(sort=FlowRunSort.START_TIME_DESC, limit=1)
     return latest.state.type.value if latest.state else "NONE"
+
+
+async def wait_until_recorded(flow_run_id: str, task_runs: int, timeout: float = 180) -> int:
+    """Wait (bounded, never failing) until the API has recorded ``task_runs`` task runs of the
+    flow run; how many it has. A run of thousands of quick task runs keeps the API's database
+    busy long after it ended, and the next test's flow run would wait for it."""
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    body = {"flow_runs": {"id": {"any_": [flow_run_id]}}}
+    deadline = time.monotonic() + timeout
+    async with get_client() as client:
+        while True:
+            recorded = (await client._client.post("/task_runs/count", json=body)).json()
+            if recorded >= task_runs or time.monotonic() > deadline:
+                return recorded
+            await asyncio.sleep(0.5)
