@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
+from prefect.exceptions import CancelledRun
 from pydantic import BaseModel
 
 from blocks.errors import InvalidOutput, ProviderError
@@ -44,7 +45,7 @@ from tasks.explore import (
 from tasks.limits import run_workers
 from tasks.llm import ask_for_attributes
 from tasks.semantic import DEFAULT_SEMANTIC_THRESHOLD, SemanticIndex, embedder
-from tasks.stopping import stop_propagates
+from tasks.stopping import stop_propagates, until_stopped
 
 __all__ = ["ExploreSummary", "explore_topic", "run_explore", "run_exploration"]
 
@@ -147,7 +148,11 @@ async def explore_topic(
         semantic_threshold=semantic_threshold,
     )
     output_dir = Path(output) if output else default_output_dir(topic)
-    return await run_exploration(settings, output_dir, fresh=fresh, listener=explore_listener.get())
+    # Stopped (Ctrl-C, the page's Stop): the flow run ends Cancelled, not Crashed.
+    return await until_stopped(
+        run_exploration(settings, output_dir, fresh=fresh, listener=explore_listener.get()),
+        message="stopped: the exploration was interrupted; its files are flushed",
+    )
 
 
 def build_routes(settings: ExploreSettings) -> tuple[Router, dict[Route, LLMProvider]]:
@@ -489,7 +494,7 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
                     semantic_threshold=settings.semantic_threshold,
                 )
             )
-        except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): outputs are flushed
+        except (asyncio.CancelledError, CancelledRun):  # Ctrl-C: outputs are flushed
             raise KeyboardInterrupt from None
 
 

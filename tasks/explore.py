@@ -409,7 +409,10 @@ class Exploration:
         if route is not None:
             self.providers.setdefault(route, Stats()).fail(error)
         self.producers.setdefault(producer, Stats()).fail(error)
-        self.emit("error", {"producer": producer, "route": route, "error": str(error)})
+        status = getattr(error, "status_code", None)  # the page shows e.g. "HTTP 401"
+        self.emit(
+            "error", {"producer": producer, "route": route, "error": str(error), "status": status}
+        )
 
     def crashed(self, producer: int, error: BaseException) -> None:
         self.producers.setdefault(producer, Stats()).crashed = f"{type(error).__name__}: {error}"

@@ -6,7 +6,8 @@ cancellation. Prefect records a task run that a ``CancelledError`` escapes from 
 A task body that awaits its work through ``until_stopped`` returns a *Cancelled* state
 instead; the caller awaits the task through ``stop_propagates``, which turns that state
 (Prefect hands a state returned by a task body back to the caller as is) into the
-cancellation again, so stopping works exactly as before.
+cancellation again, so stopping works exactly as before. A flow body does the same, so the
+flow run ends Cancelled too; its caller then gets Prefect's ``CancelledRun``.
 
 Prefect caches what a cached task's body returns, a state included; a stopped body turns
 off its task run's cache write, so the next run asks again instead of reading "stopped".
@@ -28,8 +29,9 @@ T = TypeVar("T")
 STOPPED = "stopped: the run was interrupted while this call was in flight"
 
 
-async def until_stopped(work: Awaitable[T]) -> T:
-    """In a task body: the result of ``work``, or a Cancelled state if the run is stopped.
+async def until_stopped(work: Awaitable[T], message: str = STOPPED) -> T:
+    """In a task or flow body: the result of ``work``, or a Cancelled state (with
+    ``message``) if the run is stopped.
 
     The state goes to Prefect's engine, which records it and hands it to the caller, where
     ``stop_propagates`` turns it back into the cancellation; hence the cast.
@@ -39,7 +41,7 @@ async def until_stopped(work: Awaitable[T]) -> T:
     except asyncio.CancelledError:
         if (transaction := get_transaction()) is not None:
             transaction.write_on_commit = False
-        return cast(T, Cancelled(message=STOPPED))
+        return cast(T, Cancelled(message=message))
 
 
 async def stop_propagates(task_call: Awaitable[T]) -> T:

@@ -5,6 +5,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -243,7 +248,9 @@ def test_max_requests_per_producer(servers, tmp_path):
 
 
 def test_a_stopped_flow_run_leaves_its_requests_cancelled_not_crashed(monkeypatch, tmp_path):
-    from tests.support.prefect_runs import latest_task_runs
+    from prefect.exceptions import CancelledRun
+
+    from tests.support.prefect_runs import latest_flow_run_state, latest_task_runs
 
     with LLMServer() as server:
         server.latency = 60  # both producers' requests are in flight when the run is stopped
@@ -260,12 +267,13 @@ def test_a_stopped_flow_run_leaves_its_requests_cancelled_not_crashed(monkeypatc
                 assert not run.done(), run
                 await asyncio.sleep(0.02)
             run.cancel()
-            with pytest.raises(asyncio.CancelledError):
+            with pytest.raises(CancelledRun):  # the flow run itself ended Cancelled
                 await run
             return await latest_task_runs(2)
 
         runs = asyncio.run(go())
     assert runs == [("ask openai", "CANCELLED")] * 2
+    assert asyncio.run(latest_flow_run_state()) == "CANCELLED"
     assert json.loads((tmp_path / "metadata.json").read_text())["topic"] == "Paris", "flushed"
 
 
@@ -492,3 +500,35 @@ def test_unknown_cost_is_said_not_printed_as_zero(servers, tmp_path):
     assert "cost unknown" in summary.line() and "$0.0000" not in summary.line()
     priced = run(settings(routing_config="random:random", iterations=1), tmp_path / "priced")
     assert priced.cost_known and "$0.0000" in priced.line()
+
+
+def test_ctrl_c_ends_the_explore_flow_run_cancelled(prefect_harness, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    from tests.support.prefect_runs import latest_flow_run_state
+
+    cli = str(Path(sys.executable).parent / "llm-conductor")
+    command = [cli, "explore", "-t", "Ctrl-C", "--routing-config", "random:random"]
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    journal = tmp_path / "out" / "attributes.jsonl"
+    process = subprocess.Popen(
+        [*command, "--producers", "2", "-o", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not journal.exists() or journal.stat().st_size < 2000:
+            assert process.poll() is None and time.monotonic() < deadline, process.poll()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr
+    assert "Crash" not in stderr, stderr
+    assert asyncio.run(latest_flow_run_state()) == "CANCELLED"

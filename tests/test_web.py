@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,8 +41,13 @@ class EventStream:
     """A server-sent-events client on its own thread; events arrive in a queue as
     ``(time, event, data)``."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, pause: float = 0.0, receive_buffer: int | None = None) -> None:
         self.url = url
+        #: Seconds to wait after each event before reading on: a slow page.
+        self.pause = pause
+        #: SO_RCVBUF: a small one keeps what the client's kernel holds small, so what lags is
+        #: what the server keeps back (left alone, reading 64 KB at once grows it to MBs).
+        self.receive_buffer = receive_buffer
         self.events: queue.Queue[tuple[float, str, Any]] = queue.Queue()
         self.headers: httpx.Headers | None = None
         self.retry: int | None = None
@@ -50,8 +56,12 @@ class EventStream:
         self._thread.start()
 
     def _run(self) -> None:
+        options = []
+        if self.receive_buffer:
+            options = [(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)]
+        transport = httpx.HTTPTransport(socket_options=options)
         with (
-            httpx.Client(timeout=httpx.Timeout(10.0)) as client,
+            httpx.Client(timeout=httpx.Timeout(10.0), transport=transport) as client,
             client.stream("GET", self.url + "/api/events") as response,
         ):
             self.headers = response.headers
@@ -68,6 +78,8 @@ class EventStream:
                 elif not line and data:
                     self.events.put((time.monotonic(), event, json.loads("\n".join(data))))
                     event, data = "message", []
+                    if self.pause:
+                        time.sleep(self.pause)
 
     def next(
         self,
@@ -157,6 +169,10 @@ def test_flow_run_link_only_for_a_configured_server():
         ({"topic": "x", "similarity": 0}, "--similarity must be in"),
         ({"topic": "x", "routing_strategy": "fastest"}, "unknown routing strategy"),
         ({"topic": "x", "fresh": "yes"}, "fresh must be true or false"),
+        ({"topic": "x", "max_tokens": "many"}, "max tokens must be a whole number"),
+        ({"topic": "x", "max_tokens": 0}, "--max-tokens must be at least 1"),
+        ({"topic": "x", "producer_count": 3}, "unknown form field: producer_count (known: "),
+        ({"topic": "x", "b": 1, "a": 2}, "unknown form fields: a, b (known: "),
     ],
 )
 def test_form_checks(form, message):
@@ -171,6 +187,22 @@ def test_form_defaults_and_numbers_as_text():
     assert (settings.topic, settings.producers, settings.iterations) == ("Paris", 3, None)
     assert (settings.seed, settings.similarity, fresh) == (7, 90.0, False)
     assert (settings.routing_strategy, settings.routing_config) == ("backoff", "random:random")
+    assert settings.max_tokens is None
+    assert parse_form({"topic": "x", "max_tokens": "256"})[0].max_tokens == 256
+
+
+def test_rejected_lines_and_error_statuses_reach_the_state():
+    hub = Hub()
+    hub.run_created(1, {"topic": "t"}, "out")
+    hub.on_flow_event(1, "started", {"known": [], "metrics": {"requests": 0, "failures": 0}})
+    assert hub.run["rejected"] is None  # absent: the page shows nothing
+    hub.merge_metadata(1, {"providers": {}, "rejected": {"sentence": 4, "prompt echo": 1}})
+    assert hub.run["rejected"] == {"sentence": 4, "prompt echo": 1}
+    error = {"producer": 0, "route": "openai:m", "error": "openai: denied", "status": 401}
+    hub.on_flow_event(1, "error", error)
+    assert hub.run["providers"]["openai:m"]["last_status"] == 401
+    assert hub.run["errors"][-1]["status"] == 401
+    assert (hub.run["metrics"]["requests"], hub.run["metrics"]["failures"]) == (1, 1)
 
 
 def test_a_slow_client_is_resynchronised_never_waited_for():
@@ -229,6 +261,7 @@ def test_bad_requests_get_a_message_not_a_traceback(http, monkeypatch):
         (start({"topic": "x", "routing_config": "nosuch:m"}), 400, "valid"),
         (start({"topic": "x", "routing_config": "openai"}), 400, "provider:model"),
         (start({"topic": "x", "routing_config": "openai:gpt-4o-mini"}), 400, "OPENAI_API_KEY"),
+        (start({"topic": "x", "producer_count": 3}), 400, "unknown form field: producer_count"),
         (start({"topic": "../.."}), 400, "no letters or digits"),
         (http.post("/api/start", content=b"topic=x"), 415, "JSON"),
         (
@@ -338,13 +371,55 @@ def test_start_watch_from_two_pages_stop_and_reconnect(server, http):
         two.close()
 
 
+#: How far (in events) a slow page may fall behind the hub before a resync must have come...
+LAG_LIMIT = 2000
+#: ... and how many events, at most, it then reads to be current again once it reads fast.
+CATCH_UP = 1000
+
+
+def test_a_slow_page_is_resynchronised_and_ends_current(server, http):
+    hub = server.app.state.hub
+    # ≈ 50 events/s at most (slower than the run), through a 16 KB receive buffer.
+    stream = EventStream(server.url, pause=0.02, receive_buffer=16 * 1024)
+    try:
+        stream.next("state", timeout=10)
+        _start(http, topic="Slow page", producers=2)
+        running = stream.next("state", lambda d: d["run"]["status"] == "running", timeout=120)
+        most_behind = 0
+        for _ in range(50_000):  # the page falls behind: kernel buffers must not hide it
+            _, event, data = stream.events.get(timeout=60)
+            most_behind = max(most_behind, hub.seq - data["seq"])
+            assert most_behind < LAG_LIMIT, f"{most_behind} events behind, not resynchronised"
+            if event == "state":
+                break
+        else:
+            raise AssertionError(f"never resynchronised (at most {most_behind} events behind)")
+        assert data["run"]["status"] == "running" and data["seq"] > running["seq"]
+
+        assert http.post("/api/stop", json={}).status_code == 202
+        final = _wait_idle(http)["seq"]
+        stream.pause = 0  # reads fast from now on: the backlog left is bounded
+        for _ in range(CATCH_UP):
+            _, event, data = stream.events.get(timeout=60)
+            if data["seq"] >= final:
+                break
+        else:
+            raise AssertionError(f"still behind after {CATCH_UP} events")
+    finally:
+        stream.close()
+    from tests.support.prefect_runs import wait_until_recorded
+
+    run = http.get("/api/state").json()["run"]
+    asyncio.run(wait_until_recorded(run["flow_run_id"], run["summary"]["requests"]))
+
+
 def test_a_run_with_iterations_finishes_on_its_own(server, http):
     stream = EventStream(server.url)
     try:
         stream.next("state", timeout=10)
         _start(http, topic="Lyon", iterations=4, producers=3, seed=3)
         ended = ("finished", "stopped", "failed")
-        done = stream.next("status", lambda d: d["run"]["status"] in ended, timeout=60)
+        done = stream.next("status", lambda d: d["run"]["status"] in ended, timeout=120)
         assert done["run"]["status"] == "finished", done
         state = http.get("/api/state").json()
         assert state["run"]["summary"]["batches"] == 4
@@ -435,3 +510,46 @@ def test_a_busy_port_is_one_line_not_a_traceback():
     assert result.stderr == (
         f"Error: cannot listen on 127.0.0.1:{port}: Address already in use (try another --port)\n"
     )
+
+
+def test_ctrl_c_during_a_run_ends_its_flow_run_cancelled(prefect_harness, unused_port, tmp_path):
+    env = {**os.environ, "PREFECT_API_URL": _harness_api_url()}
+    command = [sys.executable, "-m", "web", "--port", str(unused_port)]
+    process = subprocess.Popen(
+        [*command, "--output-root", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        process.stdout.readline()
+        url = f"http://127.0.0.1:{unused_port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/api/state", timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "the web server did not answer"
+                time.sleep(0.1)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            _start(client, topic="Ctrl-C")
+            deadline = time.monotonic() + 120
+            while not (run := client.get("/api/state").json()["run"])["flow_run_id"]:
+                assert time.monotonic() < deadline, run
+                time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 0, stderr
+        assert "Crash" not in stderr and "Traceback" not in stderr, stderr
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(run["flow_run_id"])
+    assert flow_run.state.type.value == "CANCELLED", (flow_run.state, stderr)

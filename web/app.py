@@ -29,7 +29,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from web.hub import Hub
+from web.hub import MAX_LAG, QUEUE_LIMIT, Hub
 from web.runner import FlowThread, PrefectGate, Runner, WebError
 
 __all__ = ["STATIC_DIR", "create_app"]
@@ -48,17 +48,20 @@ def create_app(
     *,
     output_root: Path | str = "output",
     heartbeat: float = 2.0,
-    queue_limit: int = 256,
+    queue_limit: int = QUEUE_LIMIT,
+    max_lag: float = MAX_LAG,
     allowed_hosts: list[str] | None = None,
     default_config: str | None = None,
 ) -> Starlette:
     """The app; Prefect (ephemeral if no PREFECT_API_URL) and the flow thread start with it.
 
+    ``queue_limit`` / ``max_lag``: how many messages, or seconds, a watching page may fall
+    behind before it gets the whole state again instead (``web.hub``).
     ``allowed_hosts``: Host header names served (DNS-rebinding guard); default: loopback
     names only. ``default_config``: the routing config the page proposes (default
     ``$ROUTING_CONFIG`` or ``random:random``).
     """
-    hub = Hub(heartbeat=heartbeat, queue_limit=queue_limit)
+    hub = Hub(heartbeat=heartbeat, queue_limit=queue_limit, max_lag=max_lag)
     config = default_config or os.environ.get("ROUTING_CONFIG") or "random:random"
     hub.defaults = {"routing_config": config}
     holder: dict[str, Any] = {}

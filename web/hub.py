@@ -8,8 +8,9 @@ The stream protocol (server-sent events):
 * every message carries ``seq``; the hub numbers its changes 1, 2, 3, ...;
 * a client that connects (or reconnects) first gets ``state``: the whole current state and
   its ``seq``; then every change in order (``batch``, ``run-error``, ``status``, ...);
-* each client has its own bounded queue. When a client does not keep up, its queue is thrown
-  away and it gets a fresh ``state`` instead: the producer side never waits for a client;
+* each client has its own bounded queue. When a client does not keep up (``QUEUE_LIMIT``
+  messages or ``MAX_LAG`` seconds behind), its queue is thrown away and it gets a fresh
+  ``state`` instead: the producer side never waits for a client;
 * when nothing happened for ``heartbeat`` seconds a client gets ``heartbeat`` (with the
   current ``seq``), so the page can tell a quiet run from a dead connection and reconnect.
 """
@@ -30,8 +31,14 @@ __all__ = ["CHART_POINTS", "Hub", "Subscriber"]
 CHART_POINTS = 1200
 #: The most recent run errors kept for the page.
 RECENT_ERRORS = 30
-#: Messages a client may lag behind before it is resynchronised with a full state.
+#: Messages a client may have queued (not yet handed to its socket) before it is
+#: resynchronised with a full state...
 QUEUE_LIMIT = 256
+#: ... or seconds the oldest of them may wait. A stream hands its socket at most CHUNK
+#: characters at a time, and the server's sockets have small send buffers (``web.server``),
+#: so a slow client's backlog stays in this queue, where it is bounded, and not in the kernel.
+MAX_LAG = 5.0
+CHUNK = 16 * 1024
 
 ACTIVE = ("starting", "running", "stopping")
 
@@ -52,23 +59,39 @@ def sse(event: str, data: Any) -> str:
 class Subscriber:
     """One watching page: a bounded queue of serialised messages, or a pending resync."""
 
-    def __init__(self, limit: int = QUEUE_LIMIT) -> None:
+    def __init__(self, limit: int = QUEUE_LIMIT, max_lag: float = MAX_LAG) -> None:
         self.limit = limit
-        self.items: deque[str] = deque()
+        self.max_lag = max_lag
+        self.items: deque[tuple[float, str]] = deque()  # (queued at, message)
         self.resync = True  # the first thing a client gets is the full state
         self.resyncs = 0
         self.wake = asyncio.Event()
 
+    def lagging(self) -> bool:
+        """Whether the client is ``limit`` messages or ``max_lag`` seconds behind."""
+        if len(self.items) >= self.limit:
+            return True
+        return bool(self.items) and time.monotonic() - self.items[0][0] > self.max_lag
+
     def push(self, message: str) -> None:
-        """Never blocks: a client that lags ``limit`` messages behind is resynchronised."""
+        """Never blocks: a client that lags behind is resynchronised instead."""
         if not self.resync:
-            if len(self.items) >= self.limit:
-                self.items.clear()
-                self.resync = True
+            if self.lagging():
+                self.request_resync()
                 self.resyncs += 1
             else:
-                self.items.append(message)
+                self.items.append((time.monotonic(), message))
         self.wake.set()
+
+    def take(self, size: int) -> str:
+        """The oldest queued messages, about ``size`` characters of them (at least one)."""
+        chunk: list[str] = []
+        taken = 0
+        while self.items and (not chunk or taken + len(self.items[0][1]) <= size):
+            message = self.items.popleft()[1]
+            chunk.append(message)
+            taken += len(message)
+        return "".join(chunk)
 
     def request_resync(self) -> None:
         self.items.clear()
@@ -87,15 +110,19 @@ def _provider_stats() -> dict[str, Any]:
         "completion_tokens": None,
         "cost": None,
         "last_error": None,
+        "last_status": None,
     }
 
 
 class Hub:
     """The current (or last) run as the page shows it, and the clients watching it."""
 
-    def __init__(self, *, heartbeat: float = 2.0, queue_limit: int = QUEUE_LIMIT) -> None:
+    def __init__(
+        self, *, heartbeat: float = 2.0, queue_limit: int = QUEUE_LIMIT, max_lag: float = MAX_LAG
+    ) -> None:
         self.heartbeat = heartbeat
         self.queue_limit = queue_limit
+        self.max_lag = max_lag
         self.seq = 0
         self.run: dict[str, Any] | None = None
         self.prefect: dict[str, Any] = {"ready": False, "api_url": None, "error": None}
@@ -111,7 +138,7 @@ class Hub:
     # -- clients ---------------------------------------------------------------------------
 
     def subscribe(self) -> Subscriber:
-        subscriber = Subscriber(self.queue_limit)
+        subscriber = Subscriber(self.queue_limit, self.max_lag)
         self.subscribers.add(subscriber)
         return subscriber
 
@@ -153,14 +180,15 @@ class Hub:
         try:
             yield f"retry: {int(self.heartbeat * 1000)}\n\n"
             while not self.closed:
+                if subscriber.lagging():  # e.g. nothing new came to notice it
+                    subscriber.request_resync()
+                    subscriber.resyncs += 1
                 if subscriber.resync:
                     subscriber.resync = False
                     subscriber.items.clear()
                     yield self.snapshot_message()
                 elif subscriber.items:
-                    chunk = "".join(subscriber.items)
-                    subscriber.items.clear()
-                    yield chunk
+                    yield subscriber.take(CHUNK)
                 else:
                     subscriber.wake.clear()
                     try:
@@ -214,6 +242,7 @@ class Hub:
             "providers": {},
             "errors": [],
             "summary": None,
+            "rejected": None,
             "files": [],
         }
         self._resync_all()
@@ -287,6 +316,7 @@ class Hub:
                 "producer": data.get("producer"),
                 "route": route,
                 "error": str(data.get("error")),
+                "status": data.get("status"),
                 "crashed": kind == "producer-crashed",
             }
             run["errors"] = [*run["errors"][-(RECENT_ERRORS - 1) :], error]
@@ -296,7 +326,15 @@ class Hub:
                 stats["requests"] += 1
                 stats["failures"] += 1
                 stats["last_error"] = error["error"]
-            self._publish("run-error", {"run": run_id, "error": error, "provider": stats})
+                stats["last_status"] = error["status"]
+                if run["metrics"]:  # counted as the flow counts it (its next batch says so)
+                    metrics = run["metrics"]
+                    metrics["requests"] = metrics.get("requests", 0) + 1
+                    metrics["failures"] = metrics.get("failures", 0) + 1
+            self._publish(
+                "run-error",
+                {"run": run_id, "error": error, "provider": stats, "metrics": run["metrics"]},
+            )
         elif kind == "finished":
             run["summary"] = data
             self._publish("summary", {"run": run_id, "summary": data})
@@ -309,10 +347,20 @@ class Hub:
         run["files"] = files
         self._publish("status", {"run": self._header()})
 
-    def merge_provider_metadata(self, run_id: int, providers: dict[str, Any]) -> None:
-        """Tokens and cost per route from the topic folder's ``metadata.json``."""
+    def merge_metadata(self, run_id: int, metadata: dict[str, Any]) -> None:
+        """What the topic folder's ``metadata.json`` adds to the flow's events: tokens and
+        cost per route, and the answer lines rejected as not attributes (reason -> count)."""
         run = self.run
-        if run is None or run["id"] != run_id or not isinstance(providers, dict):
+        if run is None or run["id"] != run_id:
+            return
+        rejected = metadata.get("rejected")
+        if isinstance(rejected, dict):
+            counts = {str(k): v for k, v in rejected.items() if isinstance(v, int)}
+            if counts != run["rejected"]:
+                run["rejected"] = counts
+                self._publish("status", {"run": self._header()})
+        providers = metadata.get("providers")
+        if not isinstance(providers, dict):
             return
         changed = False
         for route, stats in providers.items():

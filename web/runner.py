@@ -34,6 +34,19 @@ STRATEGIES = ("backoff", "roundrobin", "priority", "weighted")
 MAX_PRODUCERS = 64
 MAX_TOPIC = 300
 OUTPUT_FILES = ("output.txt", "output.json", "metadata.json")
+#: What ``/api/start`` accepts; anything else is refused with a 400 naming it.
+FORM_FIELDS = (
+    "topic",
+    "producers",
+    "iterations",
+    "max_requests",
+    "routing_strategy",
+    "routing_config",
+    "similarity",
+    "seed",
+    "max_tokens",
+    "fresh",
+)
 #: How often ``metadata.json`` is read for per-provider tokens and cost while a run goes.
 METADATA_INTERVAL = 2.0
 
@@ -92,10 +105,17 @@ def _text(form: dict[str, Any], name: str, label: str, default: str) -> str:
 def parse_form(form: Any, *, default_config: str = "random:random") -> tuple[Any, bool]:
     """The page's form as ``ExploreSettings`` plus ``fresh``; ``UsageError`` with one line
     for anything the CLI would refuse (and a few limits of the page's own)."""
-    from tasks.explore import ExploreSettings
+    from tasks.explore import DEFAULT_MAX_TOKENS, ExploreSettings
 
     if not isinstance(form, dict):
         raise UsageError("the request body must be a JSON object of form fields")
+    # A misspelt field must not silently run with the default instead.
+    unknown = sorted(str(name)[:40] for name in form if name not in FORM_FIELDS)
+    if unknown:
+        raise UsageError(
+            f"unknown form field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)} "
+            f"(known: {', '.join(FORM_FIELDS)})"
+        )
     topic = form.get("topic")
     if not isinstance(topic, str) or not topic.strip():
         raise UsageError("the topic is empty: type what to explore")
@@ -123,6 +143,7 @@ def parse_form(form: Any, *, default_config: str = "random:random") -> tuple[Any
         routing_config=_text(form, "routing_config", "routing config", default_config),
         similarity=_number(form, "similarity", "similarity", 92.0),
         seed=_integer(form, "seed", "seed", None),
+        max_tokens=_integer(form, "max_tokens", "max tokens", DEFAULT_MAX_TOKENS),
     )
     settings.check()
     return settings, fresh
@@ -138,6 +159,7 @@ def _form_of(settings: Any, fresh: bool) -> dict[str, Any]:
         "routing_config": settings.routing_config,
         "similarity": settings.similarity,
         "seed": settings.seed,
+        "max_tokens": settings.max_tokens,
         "fresh": fresh,
     }
 
@@ -248,31 +270,6 @@ class PrefectGate:
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
-class _QuietStop(logging.Filter):
-    """Drops Prefect's "Crash detected! Execution was cancelled by the runtime environment"
-    lines (flow and in-flight task runs) while a Stop from the page is under way: that is
-    the cancellation we asked for, not a crash. The flow run is then marked Cancelled."""
-
-    LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
-
-    def __init__(self, runner: Runner) -> None:
-        super().__init__()
-        self.runner = runner
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not self.runner._stop_requested:
-            return True
-        return "cancelled by the runtime environment" not in record.getMessage()
-
-    def install(self) -> None:
-        for name in self.LOGGERS:
-            logging.getLogger(name).addFilter(self)
-
-    def remove(self) -> None:
-        for name in self.LOGGERS:
-            logging.getLogger(name).removeFilter(self)
-
-
 class Runner:
     """At most one exploration at a time, started and stopped from the page."""
 
@@ -297,9 +294,6 @@ class Runner:
         self._stop_requested = False
         self._watcher: asyncio.Task[None] | None = None
         self._run_started: datetime | None = None
-        self._flow_run_id: str | None = None
-        self._quiet = _QuietStop(self)
-        self._quiet.install()
 
     # -- start -----------------------------------------------------------------------------
 
@@ -360,7 +354,9 @@ class Runner:
             self._merge_metadata(run_id, output_dir)
             status = "stopped" if self._stop_requested else "finished"
             summary = (self.hub.run or {}).get("summary") or {}
-            if summary.get("producers_stopped") and not self._stop_requested:
+            if summary.get("failures") and not summary.get("batches"):
+                status, message = "failed", self._all_failed(summary["failures"])
+            elif summary.get("producers_stopped") and not self._stop_requested:
                 message = f"{summary['producers_stopped']} producer(s) stopped after errors"
         except asyncio.CancelledError:
             status, message = "stopped", "the web server is shutting down"
@@ -381,6 +377,18 @@ class Runner:
                 files=files,
             )
 
+    def _all_failed(self, failures: int) -> str:
+        """Why a run that got no answer at all failed: each provider's last error."""
+        providers = (self.hub.run or {}).get("providers") or {}
+        reasons = [
+            f"{route}: "
+            + (f"HTTP {stats['last_status']}: " if stats.get("last_status") else "")
+            + str(stats["last_error"])
+            for route, stats in providers.items()
+            if stats.get("failures") and stats.get("last_error")
+        ]
+        return f"every request failed ({failures}); " + ("; ".join(reasons) or "see the log")
+
     async def _flow_main(self, run_id: int, settings: Any, fresh: bool, output_dir: Path) -> Any:
         """On the flow loop: the CLI's flow call, with the listener set in this task."""
         from flows.explore import explore_listener, explore_topic
@@ -389,6 +397,8 @@ class Runner:
         explore_listener.set(self._listener(run_id))
         if self._stop_requested:
             return None
+        from prefect.exceptions import CancelledRun
+
         try:
             return await explore_topic(
                 topic=settings.topic,
@@ -401,38 +411,23 @@ class Runner:
                 seed=settings.seed,
                 fresh=fresh,
                 similarity=settings.similarity,
+                max_tokens=settings.max_tokens,
+                max_words=settings.max_words,
+                semantic_model=settings.semantic_model,
+                semantic_threshold=settings.semantic_threshold,
             )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, CancelledRun):
             if not self._stop_requested:
                 raise
-            # A clean stop: the flow has flushed its files. Prefect saw a cancelled task and
-            # recorded "Crashed"; say in its UI what really happened.
-            await self._mark_cancelled()
+            # A clean stop: the flow has flushed its files and its run ended Cancelled.
             logger.info("stopped from the web page; the files in %s are flushed", output_dir)
             return None
 
-    async def _mark_cancelled(self) -> None:
-        flow_run_id = self._flow_run_id
-        if not flow_run_id:
-            return
-        try:
-            from prefect.client.orchestration import get_client
-            from prefect.states import Cancelled
-
-            async with get_client() as client:
-                await client.set_flow_run_state(
-                    flow_run_id, Cancelled(message="stopped from the web page"), force=True
-                )
-        except Exception as error:  # the files are flushed; the UI's label is secondary
-            logger.warning("could not mark flow run %s cancelled: %s", flow_run_id, error)
-
     def _listener(self, run_id: int) -> Callable[[str, dict[str, Any]], None]:
         loop, hub = self.loop, self.hub
-        self._flow_run_id = None
 
         def listener(kind: str, data: dict[str, Any]) -> None:
             if kind == "started":
-                self._flow_run_id = data.get("flow_run_id")
                 data = {**data, "prefect_ui_url": _prefect_ui_url()}
             # RuntimeError: the web loop is closed, nobody is watching any more.
             with contextlib.suppress(RuntimeError):
@@ -445,23 +440,23 @@ class Runner:
             await asyncio.sleep(METADATA_INTERVAL)
             # Read in a thread, apply here: once this task is cancelled, a read still under
             # way is dropped, so it cannot land after the run's final state.
-            providers, files = await asyncio.to_thread(self._read_outputs, output_dir)
-            if providers is not None:
-                self.hub.merge_provider_metadata(run_id, providers)
+            metadata, files = await asyncio.to_thread(self._read_outputs, output_dir)
+            if metadata is not None:
+                self.hub.merge_metadata(run_id, metadata)
             # The page offers a download only once its file exists (else the browser saves
             # a 404).
             self.hub.set_files(run_id, files)
 
     def _read_outputs(self, output_dir: Path) -> tuple[dict[str, Any] | None, list[str]]:
-        return self._fresh_providers(output_dir), _existing(output_dir)
+        return self._fresh_metadata(output_dir), _existing(output_dir)
 
     def _merge_metadata(self, run_id: int, output_dir: Path) -> None:
-        providers = self._fresh_providers(output_dir)
-        if providers is not None:
-            self.hub.merge_provider_metadata(run_id, providers)
+        metadata = self._fresh_metadata(output_dir)
+        if metadata is not None:
+            self.hub.merge_metadata(run_id, metadata)
 
-    def _fresh_providers(self, output_dir: Path) -> dict[str, Any] | None:
-        """Per-route stats from ``metadata.json``, if it was written by this run."""
+    def _fresh_metadata(self, output_dir: Path) -> dict[str, Any] | None:
+        """The topic folder's ``metadata.json``, if it was written by this run."""
         metadata = _read_json(output_dir / "metadata.json")
         try:
             updated = datetime.fromisoformat(metadata["updated"])
@@ -470,8 +465,7 @@ class Runner:
         started = self._run_started
         if started is None or updated.timestamp() < started.timestamp() - 1:
             return None
-        providers = metadata.get("providers")
-        return providers if isinstance(providers, dict) else None
+        return metadata
 
     # -- stop ------------------------------------------------------------------------------
 
@@ -497,7 +491,6 @@ class Runner:
                 await asyncio.wait_for(asyncio.shield(self._watcher), 30)
             except (TimeoutError, asyncio.CancelledError, Exception):
                 logger.warning("the run did not stop in time at shutdown")
-        self._quiet.remove()
 
     def output_file(self, name: str) -> Path:
         if name not in OUTPUT_FILES:

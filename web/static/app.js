@@ -13,7 +13,7 @@
   let reconnectDelay = 500;
   let reconnectTimer = null;
   let renderTimer = null;
-  let formFilled = false;
+  let formRun = undefined; // the run whose settings the form shows (undefined: none yet)
   let listKey = null; // what the attribute list shows: run id + search text
   let listUpTo = 0; // attributes already in the list (when listKey is unchanged)
 
@@ -72,10 +72,9 @@
     S = state;
     listKey = null;
     setConnection("live", "live");
-    if (!formFilled) {
-      if (S.run && S.run.form) fillForm(S.run.form);
-      else if (S.defaults && S.defaults.routing_config) $("routing_config").value = S.defaults.routing_config;
-      formFilled = true;
+    if (formRun === undefined && !(S.run && S.run.form) && S.defaults && S.defaults.routing_config) {
+      $("routing_config").value = S.defaults.routing_config;
+      formRun = null;
     }
     render(true);
   }
@@ -105,6 +104,7 @@
       run.errors.push(d.error);
       if (run.errors.length > 30) run.errors.shift();
       if (d.provider && d.error.route !== null) run.providers[d.error.route] = d.provider;
+      if (d.metrics) run.metrics = d.metrics;
     } else if (kind === "summary") {
       run.summary = d.summary;
     } else if (kind === "providers") {
@@ -162,6 +162,13 @@
     st.className = "badge status-" + status;
     $("start").disabled = active;
     $("stop").disabled = !active || status === "stopping";
+    // The form shows the settings of the run that goes (or, on a fresh page, of the last
+    // one), never defaults that are not running; a finished run's form stays editable.
+    if (run && run.form && run.id !== formRun && (active || formRun === undefined)) {
+      fillForm(run.form);
+      formRun = run.id;
+    }
+    for (const name of [...FIELDS, "fresh"]) $(name).disabled = active;
 
     const p = S.prefect || {};
     const ps = $("prefect-status");
@@ -175,10 +182,14 @@
     renderProviders(run ? run.providers : {});
     renderErrors(run ? run.errors : []);
     renderAttributes(run, full);
+    renderRejected(run && run.rejected);
     const note = run ? runNote(run) : null;
     if (note && note.key !== lastNote) {
       lastNote = note.key;
       showMessage(note.text, note.info);
+    } else if (!note && lastNote !== null) {
+      lastNote = null; // e.g. "waiting for Prefect's API to start": the run has started since
+      showMessage("", false);
     }
   }
   let lastNote = null;
@@ -213,6 +224,15 @@
     }
   }
 
+  function renderRejected(rejected) {
+    const el = $("rejected");
+    const reasons = Object.entries(rejected || {});
+    el.hidden = !reasons.length;
+    if (!reasons.length) return;
+    text("rejected", "rejected: " + fmtInt(reasons.reduce((sum, [, n]) => sum + n, 0)));
+    el.title = "answer lines that are not attributes: " + reasons.map(([why, n]) => why + " " + fmtInt(n)).join(", ");
+  }
+
   function renderMetrics(m) {
     m = m || {};
     text("m-upm", fmtNum(m.unique_per_minute, 1));
@@ -222,7 +242,8 @@
     text("m-total", fmtInt(m.total_items));
     text("m-dup", m.duplicate_rate === undefined ? "–" : (m.duplicate_rate * 100).toFixed(1) + "%");
     text("m-batches", fmtInt(m.batches));
-    text("m-requests", m.requests === undefined ? "–" : fmtInt(m.requests) + " / " + fmtInt(m.failures));
+    text("m-requests", fmtInt(m.requests));
+    text("m-failed", fmtInt(m.failures));
     text("m-cost", m.cost === undefined ? "–" : fmtCost(m.cost, m.cost_known));
     text("m-elapsed", fmtElapsed(m.elapsed_seconds));
   }
@@ -239,8 +260,13 @@
       $("chart-avg").setAttribute("points", "");
       return;
     }
+    // x: batches accepted so far (points are [seconds, new, batches]; merged points hold
+    // several batches), so "per batch" on y matches the axis.
+    const xs = [];
+    let done = 0;
+    for (const p of chart) xs.push((done += p[2]));
     const ys = chart.map((p) => p[1] / Math.max(1, p[2]));
-    const maxT = Math.max(1, chart[chart.length - 1][0]);
+    const maxT = Math.max(1, done);
     const maxY = Math.max(1, ...ys);
     const x = (t) => PAD_L + (t / maxT) * (W - PAD_L - PAD_R);
     const y = (v) => H - PAD_B - (v / maxY) * (H - PAD_B - PAD_T);
@@ -258,18 +284,18 @@
       const label = document.createElementNS(SVG, "text");
       label.setAttribute("x", Math.min(W - 30, x(maxT * f)));
       label.setAttribute("y", H - 4);
-      label.textContent = Math.round(maxT * f) + "s";
+      label.textContent = fmtInt(Math.round(maxT * f));
       labels.appendChild(label);
     }
-    $("chart-line").setAttribute("points", chart.map((p, i) => x(p[0]).toFixed(1) + "," + y(ys[i]).toFixed(1)).join(" "));
+    $("chart-line").setAttribute("points", xs.map((b, i) => x(b).toFixed(1) + "," + y(ys[i]).toFixed(1)).join(" "));
     const avg = [];
     let sumNew = 0, sumBatches = 0;
     const win = [];
-    for (const p of chart) {
+    chart.forEach((p, i) => {
       win.push(p); sumNew += p[1]; sumBatches += p[2];
       if (win.length > 20) { const o = win.shift(); sumNew -= o[1]; sumBatches -= o[2]; }
-      avg.push(x(p[0]).toFixed(1) + "," + y(sumNew / Math.max(1, sumBatches)).toFixed(1));
-    }
+      avg.push(x(xs[i]).toFixed(1) + "," + y(sumNew / Math.max(1, sumBatches)).toFixed(1));
+    });
     $("chart-avg").setAttribute("points", avg.join(" "));
   }
 
@@ -285,7 +311,8 @@
     for (const [route, s] of Object.entries(providers || {})) {
       const tr = document.createElement("tr");
       const tokens = s.prompt_tokens === null || s.prompt_tokens === undefined ? "–" : fmtInt(s.prompt_tokens + s.completion_tokens);
-      for (const v of [route, fmtInt(s.requests), fmtInt(s.batches), fmtInt(s.failures), fmtInt(s.items), fmtInt(s.new), tokens, fmtCost(s.cost), s.last_error || ""]) cell(tr, v);
+      const error = s.last_error ? (s.last_status ? "HTTP " + s.last_status + ": " : "") + s.last_error : "";
+      for (const v of [route, fmtInt(s.requests), fmtInt(s.batches), fmtInt(s.failures), fmtInt(s.items), fmtInt(s.new), tokens, fmtCost(s.cost), error]) cell(tr, v);
       rows.push(tr);
     }
     body.replaceChildren(...rows);
@@ -303,7 +330,7 @@
     list.replaceChildren(...errors.slice().reverse().map((e) => {
       const li = document.createElement("li");
       const who = e.crashed ? "producer " + e.producer + " crashed" : (e.route || "?") + " (producer " + e.producer + ")";
-      li.textContent = e.time.slice(11, 19) + " " + who + ": " + e.error;
+      li.textContent = e.time.slice(11, 19) + " " + who + ": " + (e.status ? "HTTP " + e.status + ": " : "") + e.error;
       return li;
     }));
   }
@@ -351,7 +378,7 @@
 
   // -- the form ----------------------------------------------------------------------
 
-  const FIELDS = ["topic", "producers", "iterations", "max_requests", "routing_strategy", "routing_config", "seed", "similarity"];
+  const FIELDS = ["topic", "producers", "iterations", "max_requests", "routing_strategy", "routing_config", "seed", "similarity", "max_tokens"];
 
   function fillForm(form) {
     for (const name of FIELDS) {
@@ -401,8 +428,11 @@
     showMessage("", false);
     $("start").disabled = true;
     const result = await post("/api/start", readForm());
-    if (result) showMessage("started: files go to " + result.output_dir, true);
-    else if (S) render(false);
+    if (result) {
+      showMessage("started: files go to " + result.output_dir, true);
+      lastNote = null; // a note of the run's that came first (e.g. waiting for Prefect) wins
+    }
+    if (S) render(false);
   });
 
   $("stop").addEventListener("click", async () => {
