@@ -34,7 +34,7 @@ def main() -> None:
     import asyncio
 
     import flows.explore as explore
-    from flows.prefect_api import prefect_api
+    from flows.runtime import prefect_runtime
 
     real = explore.provider_from_env
 
@@ -44,7 +44,7 @@ def main() -> None:
 
     explore.provider_from_env = with_latency
     rows: list[tuple] = []
-    with prefect_api(), tempfile.TemporaryDirectory() as tmp:
+    with prefect_runtime(), tempfile.TemporaryDirectory() as tmp:
         for n, producers in enumerate([1, *args.producers]):  # run 0 warms the engine up
             started = time.perf_counter()
             summary = asyncio.run(

@@ -1,24 +1,25 @@
 """Running a batch: check the input, plan, and start the flow only when there is work.
 
-The CLI's and the Python API's entry points. Without a Prefect API configured, a rerun with
-nothing to do is answered from the plan alone (prompt files against the manifest), without
-importing Prefect (≈1.1 s) or starting its ephemeral server (6-7 s); the flow itself is in
-flows/batch.py.
+The CLI's and the Python API's entry points. Everything that can be refused is refused
+before Prefect starts: the folders, the output folder's lock (held by the command for the
+whole run, so a second run on it is told at once), the provider's readiness. Without a
+Prefect API configured, a rerun with nothing to do is answered from the plan alone (prompt
+files against the manifest), without importing Prefect (≈1.1 s) or connecting to a server;
+the flow itself is in flows/batch.py, the API it uses comes from flows/runtime.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from pathlib import Path
 
 from blocks.config import ProviderConfig
 from blocks.errors import ConductorError, UsageError
-from flows.prefect_api import prefect_api, prefect_api_url
+from flows.runtime import begin_command, configured_api_url, prefect_runtime, run_flow
 from tasks.batch import BatchPlan, plan_batch
 from tasks.limits import estimate_tokens
-from tasks.manifest import STATE_DIR, Manifest
+from tasks.manifest import STATE_DIR, BatchLock, Manifest
 from tasks.prompt_files import read_prompt
 from tasks.reporting import BatchSummary
 
@@ -91,34 +92,39 @@ def run_batch(
 
     ``provider`` may be the configuration alone; the block is made when there is work.
     Without a configured Prefect API, a run with nothing to do returns before Prefect is
-    imported (≈1.1 s) or its ephemeral server started (6-7 s), so a no-op rerun stays fast.
+    imported (≈1.1 s) or a server connected, so a no-op rerun stays fast.
     """
     if parallelism is not None and parallelism < 1:
         raise UsageError(f"--parallelism must be at least 1, got {parallelism}")
     if max_cost is not None and max_cost <= 0:
         raise UsageError(f"--max-cost must be positive, got {max_cost}")
     _check_dirs(input_dir, output_dir)
+    begin_command()
     options = {"recursive": recursive, "files_from": files_from, "retry_errors": retry_errors}
-    if dry or not prefect_api_url():
+    if dry:
         plan = plan_batch(
             provider, input_dir, output_dir, Manifest.open(output_dir), force=force, **options
         )
-        if dry:
-            dry_run(plan, provider)
-            return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
-        if not plan.jobs and not plan.problems:
-            return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
-    provider.check_ready()
-    from blocks.llm_provider import LLMProvider
-    from flows.batch import run_prompt_batch
+        dry_run(plan, provider)
+        return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
+    with BatchLock(output_dir) as lock:
+        if not configured_api_url():
+            plan = plan_batch(
+                provider, input_dir, output_dir, Manifest.open(output_dir), force=force, **options
+            )
+            if not plan.jobs and not plan.problems:
+                return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
+        provider.check_ready()
+        from blocks.llm_provider import LLMProvider
+        from flows.batch import run_prompt_batch
 
-    with prefect_api():
-        try:
-            return asyncio.run(
-                run_prompt_batch(
+        block = LLMProvider.from_config(provider)
+        with prefect_runtime(), lock.handed_down():
+            return run_flow(
+                lambda: run_prompt_batch(
                     input_dir,
                     output_dir,
-                    LLMProvider.from_config(provider),
+                    block,
                     parallelism=parallelism,
                     force=force,
                     max_cost=max_cost,
@@ -126,8 +132,6 @@ def run_batch(
                     **options,
                 )
             )
-        except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): finished outputs are kept
-            raise KeyboardInterrupt from None
 
 
 def run_batch_mode(

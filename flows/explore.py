@@ -28,7 +28,7 @@ from blocks.providers import PROVIDERS
 from blocks.routing import Route, Router, call_with_routing, make_router, parse_routing_config
 from blocks.tracing import traced_flow
 from flows.interrupt import on_interrupt
-from flows.prefect_api import prefect_api, prefect_api_url
+from flows.runtime import api_in_use, begin_command, prefect_runtime, run_flow
 from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
 from tasks.limits import estimate_tokens, gate_for
 from tasks.llm import ask_for_attributes
@@ -198,7 +198,7 @@ def _start_event(exploration: Exploration) -> dict[str, Any]:
         "output_dir": str(exploration.output_dir),
         "settings": exploration.settings.__dict__,
         "flow_run_id": flow_run_id,
-        "prefect_api_url": prefect_api_url() if flow_run_id else None,
+        "prefect_api_url": api_in_use() if flow_run_id else None,
         "known": [r["attribute"] for r in exploration.records],
         "metrics": exploration.metrics(),
     }
@@ -352,24 +352,22 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
     """Check the settings, then run the flow (the CLI's entry point)."""
     settings.check()
     build_routes(settings)  # usage errors before Prefect starts
-    with prefect_api():
-        try:
-            return asyncio.run(
-                explore_topic(
-                    topic=settings.topic,
-                    producers=settings.producers,
-                    iterations=settings.iterations,
-                    max_requests=settings.max_requests,
-                    routing_strategy=settings.routing_strategy,
-                    routing_config=settings.routing_config,
-                    output=str(output_dir) if output_dir else None,
-                    seed=settings.seed,
-                    fresh=fresh,
-                    similarity=settings.similarity,
-                )
+    begin_command()
+    with prefect_runtime():
+        return run_flow(
+            lambda: explore_topic(
+                topic=settings.topic,
+                producers=settings.producers,
+                iterations=settings.iterations,
+                max_requests=settings.max_requests,
+                routing_strategy=settings.routing_strategy,
+                routing_config=settings.routing_config,
+                output=str(output_dir) if output_dir else None,
+                seed=settings.seed,
+                fresh=fresh,
+                similarity=settings.similarity,
             )
-        except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): outputs are flushed
-            raise KeyboardInterrupt from None
+        )
 
 
 if __name__ == "__main__":

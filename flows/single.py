@@ -10,7 +10,7 @@ from prefect import flow
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from blocks.tracing import flow_span, traced_flow
-from flows.prefect_api import prefect_api_url
+from flows.runtime import configured_api_url
 from tasks.llm import call_model, complete
 from tasks.stopping import stop_propagates
 
@@ -27,11 +27,10 @@ async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = Fal
 async def run_single(prompt: str, provider: LLMProvider, *, stream: bool = False) -> Completion:
     """Complete ``prompt`` as a flow run when a Prefect API is configured, directly otherwise.
 
-    Without a configured API, Prefect would start an ephemeral server (6-7 s) for a call that
-    takes a fraction of that; the task's function runs without it and nothing is lost, since
-    there is no UI to show the run in.
+    Without a configured API, the task's function runs without Prefect (no server to start
+    or connect to for a call that may take less than that).
     """
-    if prefect_api_url():
+    if configured_api_url():
         return await complete_prompt(prompt, provider, stream=stream)
     with flow_span(complete_prompt.name):  # same trace shape as the flow run, without its id
         return await complete(provider, prompt, stream=stream)

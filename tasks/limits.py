@@ -84,11 +84,11 @@ def global_limit_name(provider: LLMProvider) -> str:
 async def global_limit(provider: LLMProvider) -> str | None:
     """The name of the provider's Prefect global concurrency limit, created on first use
     with the block's max in flight (and set back to it when it differs: the block is where
-    the limit is configured); None without a configured Prefect API (then the in-process gate
-    is the only limit)."""
-    from flows.prefect_api import prefect_api_url
+    the limit is configured); None without a Prefect API other commands share (then the
+    in-process gate is the only limit)."""
+    from flows.runtime import api_in_use
 
-    if not prefect_api_url():
+    if not api_in_use(shared=True):
         return None
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import (

@@ -36,7 +36,7 @@ def test_with_a_prefect_api_every_run_is_a_flow_run(prefect_harness, llm_server)
 async def test_without_a_prefect_api_no_server_is_needed(monkeypatch):
     import flows.single as single
 
-    monkeypatch.setattr(single, "prefect_api_url", lambda: None)
+    monkeypatch.setattr(single, "configured_api_url", lambda: None)
 
     class NotTheFlow:
         name = single.complete_prompt.name

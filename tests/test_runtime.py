@@ -1,0 +1,266 @@
+"""flows/runtime.py with real processes: the managed Prefect server, the ephemeral opt-out,
+signals at several moments, a server lost mid-run, checks made before Prefect starts.
+
+Every test has its own Prefect home (a temporary folder) unless it says otherwise, and stops
+every server and command it started, by pid, also on failure.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flows.runtime import STATE_FILE, ManagedServer, _pid_alive
+
+pytestmark = pytest.mark.timeout(600)
+
+CLI = str(Path(sys.executable).parent / "llm-conductor")
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples" / "prompts"
+START_BOUND = 240  # seconds a server start may take on a busy 2-core machine
+
+
+def home_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_HOME=str(home / "prefect"),
+        PREFECT_LOCAL_STORAGE_PATH=str(home / "storage"),
+        LLM_CONDUCTOR_SERVER_STARTUP_TIMEOUT=str(START_BOUND),
+        **extra,
+    )
+    env.pop("LLM_CONDUCTOR_EPHEMERAL", None)
+    (home / "prefect").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A Prefect home whose managed server (if any) is stopped at the end."""
+    yield tmp_path
+    ManagedServer(tmp_path / "prefect").stop()
+
+
+def cli(
+    env: dict[str, str], *args: str, timeout: float = START_BOUND + 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(stat[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def wait_for(condition, what: str, timeout: float = START_BOUND) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def prompts(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"p{i:02}.md.prompt.md").write_text(f"prompt number {i}")
+    return folder
+
+
+def outputs(out: Path) -> list[Path]:
+    return sorted(out.glob("*.md"))
+
+
+def openai_env(env: dict[str, str], llm_server) -> dict[str, str]:  # noqa: ANN001
+    return {
+        **env,
+        "OPENAI_BASE_URL": llm_server.base_url,
+        "OPENAI_API_KEY": "sk-x",
+        "LITELLM_TIMEOUT": "30",
+    }
+
+
+def batch_argv(src: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        CLI,
+        *extra,
+        "batch",
+        "-p",
+        "openai",
+        "-m",
+        "m",
+        "-j",
+        "2",
+        "-i",
+        str(src),
+        "-o",
+        str(out),
+    ]
+
+
+@contextlib.contextmanager
+def started(argv: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    process = subprocess.Popen(
+        argv,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+# -- the managed server ----------------------------------------------------------------------
+
+
+def test_managed_server_started_once_found_by_the_next_command_and_stopped(home, tmp_path):
+    env = home_env(home)
+    assert cli(env, "server", "status").returncode == 3
+
+    first = cli(env, "batch", "-p", "random", "-r", "-i", str(EXAMPLES), "-o", str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    ui = re.search(r"Prefect server started: UI at (http://127\.0\.0\.1:\d+)", first.stderr)
+    assert ui, first.stderr
+    assert "5 ok, 0 failed" in first.stderr
+
+    second = cli(env, "batch", "-p", "random", "-r", "-i", str(EXAMPLES), "-o", str(tmp_path / "b"))
+    assert second.returncode == 0, second.stderr
+    assert "Prefect server started" not in second.stderr  # it connected to the first one
+    assert "5 ok, 0 failed" in second.stderr
+
+    status = cli(env, "server", "status")
+    assert status.returncode == 0 and f"UI {ui.group(1)}" in status.stdout, status.stdout
+    pid = json.loads((home / "prefect" / STATE_FILE).read_text())["pid"]
+    assert _pid_alive(pid)
+
+    stopped = cli(env, "server", "stop")
+    assert stopped.returncode == 0 and f"pid {pid}" in stopped.stdout
+    assert not _pid_alive(pid)
+    assert cli(env, "server", "status").returncode == 3
+
+
+def test_two_commands_starting_at_once_end_with_one_server(home):
+    env = home_env(home)
+    argv = [CLI, "server", "start"]
+    with started(argv, env) as one, started(argv, env) as two:
+        results = [p.communicate(timeout=START_BOUND + 60) for p in (one, two)]
+        codes = [one.returncode, two.returncode]
+    assert codes == [0, 0], results
+    pids = {re.search(r"pid (\d+)", out).group(1) for out, _err in results}  # type: ignore[union-attr]
+    assert len(pids) == 1, results
+    servers = [
+        p
+        for p in descendants(1)
+        if b"prefect\x00server\x00start" in _cmdline(p) and str(home) in _environ_home(p)
+    ]
+    assert servers == [int(pids.pop())]
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def _environ_home(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+# -- ephemeral mode ------------------------------------------------------------------------
+
+
+def test_kill_9_in_ephemeral_mode_leaves_no_prefect_server(home, tmp_path, llm_server):
+    llm_server.latency = 0.3
+    src, out = prompts(tmp_path / "in", 30), tmp_path / "out"
+    env = openai_env(home_env(home), llm_server)
+    with started(batch_argv(src, out, "--ephemeral"), env) as process:
+        wait_for(lambda: len(outputs(out)) >= 2 or process.poll() is not None, "outputs")
+        assert process.poll() is None, process.communicate()
+        children = descendants(process.pid)
+        servers = [p for p in children if b"uvicorn" in _cmdline(p)]
+        assert servers, "no ephemeral API server process found"
+        try:
+            os.kill(process.pid, signal.SIGKILL)  # the command alone, not its group
+            process.wait()
+            wait_for(lambda: not any(_pid_alive_any(p) for p in servers), "the server to die", 30)
+        finally:
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    assert not (home / "prefect" / STATE_FILE).exists()  # no managed server either
+
+
+def _pid_alive_any(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+# -- checked before Prefect starts ---------------------------------------------------------
+
+
+def test_a_second_batch_on_a_locked_output_dir_is_refused_before_prefect_starts(home, tmp_path):
+    from tasks.manifest import BatchLock
+
+    src, out = prompts(tmp_path / "in", 3), tmp_path / "out"
+    env = home_env(home)
+    code = (
+        "import sys\n"
+        "from flows.cli import main\n"
+        "try:\n"
+        "    main(['batch', '-p', 'random', '-i', sys.argv[1], '-o', sys.argv[2]])\n"
+        "except SystemExit as done:\n"
+        "    print(done.code, 'prefect' in sys.modules)\n"
+    )
+    with BatchLock(out):
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(src), str(out)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert "in use by another batch run" in result.stderr
+    assert not (home / "prefect" / STATE_FILE).exists(), "a Prefect server was started"
