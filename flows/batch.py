@@ -29,7 +29,7 @@ from blocks.tracing import traced_flow
 # The entry points, re-exported: they live in flows/batch_run.py, which plans before it
 # imports Prefect.
 from flows.batch_run import run_batch, run_batch_mode
-from flows.interrupt import on_interrupt
+from flows.interrupt import on_interrupt, stop_requested
 from tasks.batch import BatchPlan, Job, plan_batch
 from tasks.generate import (
     GeneratedOutput,
@@ -133,7 +133,7 @@ async def execute_plan(
     queue = collections.deque(plan.jobs)
 
     async def work() -> None:
-        while queue:
+        while queue and not stop_requested():
             job = queue.popleft()
             if max_cost is not None and reporter.summary.cost >= max_cost:
                 outcome = PromptOutcome(file=str(job.prompt.relative), status="not-started")

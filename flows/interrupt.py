@@ -107,12 +107,17 @@ def _handle(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt  # nothing runs yet that could stop by itself
 
 
+_INSTALLED = False
+
+
 def install_signal_handlers() -> None:
     """SIGINT and SIGTERM stop the command (main thread only; elsewhere this does nothing)."""
+    global _INSTALLED
     if threading.current_thread() is not threading.main_thread():
         return
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _handle)
+    _INSTALLED = True
 
 
 @contextlib.contextmanager
@@ -127,6 +132,12 @@ def on_interrupt(callback: Callable[[], None]) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     entry = (loop, callback)
     added_handler = False
+    # A flow run swaps SIGTERM for Prefect's handler, which raises TerminationSignal wherever
+    # the main thread is (a traceback, nothing flushed): while a command's run is inside, the
+    # command's handler answers it. A worker's flow run keeps Prefect's (it cancels runs so).
+    sigterm = None
+    if _INSTALLED and threading.current_thread() is threading.main_thread():
+        sigterm = signal.signal(signal.SIGTERM, _handle)
     if signal.getsignal(signal.SIGINT) is not _handle and loop not in _LOOP_HANDLERS:
         try:
             loop.add_signal_handler(signal.SIGINT, request_stop, signal.SIGINT)
@@ -147,3 +158,5 @@ def on_interrupt(callback: Callable[[], None]) -> Iterator[None]:
         if added_handler:
             _LOOP_HANDLERS.discard(loop)
             loop.remove_signal_handler(signal.SIGINT)
+        if sigterm is not None:
+            signal.signal(signal.SIGTERM, sigterm)

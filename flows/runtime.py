@@ -51,6 +51,7 @@ from flows.interrupt import (
     reset_stop,
     server_lost,
     stop_message,
+    stop_requested,
 )
 
 __all__ = [
@@ -443,13 +444,16 @@ class HealthWatch:
             "start`, or check PREFECT_API_URL) and rerun the same command"
         )
         # Its clients would log every failed retry from now on.
-        logging.getLogger("prefect").setLevel(logging.CRITICAL + 1)
+        for name in ("prefect", "EventsWorker", "APILogWorker"):
+            logging.getLogger(name).setLevel(logging.CRITICAL + 1)
         if not request_stop(SERVER_LOST, message):
             return
-        # The flow's engine may keep retrying to report states to the dead API.
-        if not self._done.wait(EXIT_GRACE):
+        # The flow's engine, and Prefect's exit handlers, may keep retrying to send states and
+        # events to the dead API: whatever is still running then, the command ends here.
+        time.sleep(EXIT_GRACE)
+        if not _LOST_REPORTED.is_set():
             os.write(2, f"Error: {message}\n".encode())
-            os._exit(1)
+        os._exit(1)
 
 
 @contextlib.contextmanager
@@ -502,8 +506,8 @@ def prefect_runtime(*, announce: bool = True) -> Iterator[str]:
     url = configured_api_url()
     try:
         if url is None and ephemeral_requested():
-            ephemeral = EphemeralServer().spawn().wait()
-            url = ephemeral.api_url
+            ephemeral = EphemeralServer().spawn()  # stopped below even if Ctrl-C'd while it starts
+            url = ephemeral.wait().api_url
         elif url is None:
             url = ManagedServer().ensure(announce=announce).api_url
         with _using(url, shared=ephemeral is None), HealthWatch(url):
@@ -535,11 +539,21 @@ def run_flow(start: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(main())
     except asyncio.CancelledError:
         raise stopped_error() from None
+    except BaseException as error:
+        # Prefect's SIGTERM handler, before our run took SIGTERM back (flows.interrupt).
+        if type(error).__name__ == "TerminationSignal" and stop_requested():
+            raise stopped_error() from None
+        raise
+
+
+#: Set once the command's own error line says the server was lost.
+_LOST_REPORTED = threading.Event()
 
 
 def stopped_error() -> BaseException:
     """The exception for a command that was asked to stop."""
     if server_lost():
+        _LOST_REPORTED.set()  # the caller reports it
         return PrefectServerError(stop_message())
     return KeyboardInterrupt()
 

@@ -264,3 +264,116 @@ def test_a_second_batch_on_a_locked_output_dir_is_refused_before_prefect_starts(
     assert result.stdout.split() == ["2", "False"], result.stderr
     assert "in use by another batch run" in result.stderr
     assert not (home / "prefect" / STATE_FILE).exists(), "a Prefect server was started"
+
+
+# -- signals -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def warm_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One managed server for the tests that only need one running."""
+    home = tmp_path_factory.mktemp("warm")
+    started_ = cli(home_env(home), "server", "start")
+    assert started_.returncode == 0, started_.stderr
+    yield home
+    ManagedServer(home / "prefect").stop()
+
+
+def sent_after(llm_server, count_at_signal: int) -> int:  # noqa: ANN001
+    return len(llm_server.requests) - count_at_signal
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_batch_signal_mid_run_stops_sending_and_a_rerun_completes(
+    warm_home, tmp_path, llm_server, signum, code
+):
+    llm_server.latency = 0.3
+    src, out = prompts(tmp_path / "in", 30), tmp_path / "out"
+    env = openai_env(home_env(warm_home), llm_server)
+    argv = batch_argv(src, out)
+    with started(argv, env) as process:
+        wait_for(lambda: len(outputs(out)) >= 3 or process.poll() is not None, "outputs")
+        assert process.poll() is None, process.communicate()
+        at_signal = len(llm_server.requests)
+        process.send_signal(signum)
+        _stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert sent_after(llm_server, at_signal) <= 2, "requests were sent after the signal"
+    assert "Traceback" not in stderr, stderr
+    assert len(outputs(out)) < 30
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(outputs(out)) == 30
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_batch_signal_while_the_server_starts_sends_nothing(home, tmp_path, llm_server, signum):
+    src, out = prompts(tmp_path / "in", 5), tmp_path / "out"
+    env = openai_env(home_env(home), llm_server)
+    state = home / "prefect" / STATE_FILE
+    with started(batch_argv(src, out), env) as process:
+        wait_for(lambda: state.exists() or process.poll() is not None, "the server's start")
+        process.send_signal(signum)
+        _stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr
+    assert "Traceback" not in stderr, stderr
+    assert llm_server.requests == [] and outputs(out) == []
+    rerun = subprocess.run(
+        batch_argv(src, out), env=env, capture_output=True, text=True, timeout=300
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(outputs(out)) == 5
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_explore_signal_mid_run_flushes_and_stops_sending(
+    warm_home, tmp_path, llm_server, signum, code
+):
+    llm_server.latency = 0.3
+    counter = iter(range(10**6))
+    llm_server.reply = lambda _body: "\n".join(f"{i}. thing {next(counter)}" for i in range(3))
+    topic = tmp_path / "topic"
+    env = openai_env(home_env(warm_home), llm_server)
+    argv = [
+        CLI,
+        "explore",
+        "-t",
+        "colours",
+        "--producers",
+        "2",
+        "-o",
+        str(topic),
+        "--routing-config",
+        "openai:m",
+    ]
+    with started(argv, env) as process:
+        wait_for(lambda: len(llm_server.requests) >= 3 or process.poll() is not None, "requests")
+        assert process.poll() is None, process.communicate()
+        at_signal = len(llm_server.requests)
+        process.send_signal(signum)
+        _stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr
+    assert sent_after(llm_server, at_signal) <= 2, "requests were sent after the signal"
+    assert "Traceback" not in stderr, stderr
+    data = json.loads((topic / "output.json").read_text())
+    assert data, "nothing flushed"
+
+
+# -- a lost server -------------------------------------------------------------------------
+
+
+def test_server_killed_mid_batch_exits_1_with_one_line(home, tmp_path, llm_server):
+    llm_server.latency = 0.3
+    src, out = prompts(tmp_path / "in", 40), tmp_path / "out"
+    env = openai_env(home_env(home), llm_server)
+    with started(batch_argv(src, out), env) as process:
+        wait_for(lambda: len(outputs(out)) >= 3 or process.poll() is not None, "outputs")
+        assert process.poll() is None, process.communicate()
+        pid = json.loads((home / "prefect" / STATE_FILE).read_text())["pid"]
+        os.killpg(pid, signal.SIGKILL)
+        _stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1, stderr
+    lines = [line for line in stderr.splitlines() if "stopped answering" in line]
+    assert len(lines) == 1 and "llm-conductor server start" in lines[0], stderr
+    assert "Traceback" not in stderr, stderr
+    assert len(outputs(out)) < 40
