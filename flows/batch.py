@@ -18,9 +18,10 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from prefect import flow
+from prefect.states import Completed, Failed, State
 
 from blocks.errors import ConductorError, InvalidOutput
 from blocks.llm_provider import LLMProvider
@@ -30,6 +31,7 @@ from blocks.tracing import traced_flow
 # imports Prefect.
 from flows.batch_run import run_batch, run_batch_mode
 from flows.interrupt import on_interrupt, stop_requested
+from flows.logs import NOT_ON_STDERR, log_to_prefect
 from tasks.batch import BatchPlan, Job, plan_batch
 from tasks.generate import (
     GeneratedOutput,
@@ -73,9 +75,14 @@ async def run_prompt_batch(
 ) -> BatchSummary:
     """Generate outputs for changed prompts; returns counts, tokens, cost and duration.
 
+    The flow run ends *Failed* when a prompt failed, *Completed* otherwise, with the message
+    "N ok, M failed, K up to date" either way (a Prefect automation on Failed can notify);
+    the summary is the state's result in both cases.
+
     ``task_per_prompt=False``: one task run per worker instead of per prompt, for fast
     providers and big batches, where Prefect's per-task-run cost is what limits the pace.
     """
+    log_to_prefect()
     output_dir.mkdir(parents=True, exist_ok=True)
     with BatchLock(output_dir):
         manifest = Manifest.open(output_dir)
@@ -89,9 +96,21 @@ async def run_prompt_batch(
             force=force,
             retry_errors=retry_errors,
         )
-        return await execute_plan(
+        summary = await execute_plan(
             plan, provider, output_dir, manifest, parallelism, force, max_cost, task_per_prompt
         )
+    logger.info("%s", summary.line(), extra=NOT_ON_STDERR)  # the CLI prints it itself
+    return cast(BatchSummary, final_state(summary))
+
+
+def final_state(summary: BatchSummary) -> State:
+    """The flow run's end: Failed if a prompt failed, with the counts as its message."""
+    message = f"{summary.ok} ok, {summary.failed} failed, {summary.up_to_date} up to date"
+    if summary.not_started:
+        message += f", {summary.not_started} not started (--max-cost reached)"
+    if summary.failed:
+        return Failed(message=message, data=summary)
+    return Completed(message=message, data=summary)
 
 
 async def execute_plan(

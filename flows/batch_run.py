@@ -119,19 +119,27 @@ def run_batch(
         from flows.batch import run_prompt_batch
 
         block = LLMProvider.from_config(provider)
-        with prefect_runtime(), lock.handed_down():
-            return run_flow(
-                lambda: run_prompt_batch(
-                    input_dir,
-                    output_dir,
-                    block,
-                    parallelism=parallelism,
-                    force=force,
-                    max_cost=max_cost,
-                    task_per_prompt=task_per_prompt,
-                    **options,
-                )
+
+        async def flow_run() -> BatchSummary:
+            state = await run_prompt_batch(
+                input_dir,
+                output_dir,
+                block,
+                parallelism=parallelism,
+                force=force,
+                max_cost=max_cost,
+                task_per_prompt=task_per_prompt,
+                return_state=True,
+                **options,
             )
+            # Failed when a prompt failed: the summary is its result all the same.
+            result = await state.aresult(raise_on_failure=False)
+            if isinstance(result, BaseException):
+                raise result
+            return result
+
+        with prefect_runtime(), lock.handed_down():
+            return run_flow(flow_run)
 
 
 def run_batch_mode(

@@ -28,6 +28,7 @@ from blocks.providers import PROVIDERS
 from blocks.routing import Route, Router, call_with_routing, make_router, parse_routing_config
 from blocks.tracing import traced_flow
 from flows.interrupt import on_interrupt
+from flows.logs import log_to_prefect
 from flows.runtime import api_in_use, begin_command, prefect_runtime, run_flow
 from tasks.explore import Exploration, ExploreSettings, build_prompt, default_output_dir
 from tasks.limits import estimate_tokens, gate_for
@@ -102,6 +103,7 @@ async def explore_topic(
 ) -> ExploreSummary:
     """Explore ``topic`` until ``iterations`` batches are accepted (or every producer has made
     ``max_requests``); outputs go to ``output`` (default ``./output/<topic-slug>/``)."""
+    log_to_prefect()
     settings = ExploreSettings(
         topic=topic,
         producers=producers,

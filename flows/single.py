@@ -10,6 +10,7 @@ from prefect import flow
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from blocks.tracing import flow_span, traced_flow
+from flows.logs import log_to_prefect
 from flows.runtime import configured_api_url
 from tasks.llm import call_model, complete
 from tasks.stopping import stop_propagates
@@ -21,6 +22,7 @@ __all__ = ["complete_prompt", "run_single"]
 @flow(name="Complete one prompt", description="Send one prompt to one provider.")
 async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = False) -> Completion:
     """Complete one prompt through the ``call-model`` task."""
+    log_to_prefect()
     return await stop_propagates(call_model(provider, prompt, stream=stream))
 
 

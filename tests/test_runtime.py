@@ -377,3 +377,57 @@ def test_server_killed_mid_batch_exits_1_with_one_line(home, tmp_path, llm_serve
     assert len(lines) == 1 and "llm-conductor server start" in lines[0], stderr
     assert "Traceback" not in stderr, stderr
     assert len(outputs(out)) < 40
+
+
+# -- stderr, states and logs ---------------------------------------------------------------
+
+
+def test_failing_prompts_one_line_each_and_the_flow_run_ends_failed_with_counts(
+    warm_home, tmp_path, llm_server
+):
+    import asyncio
+
+    from prefect.client.orchestration import PrefectClient
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    llm_server.reply = "plain text, no JSON here"
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    (src / "good.prompt.md").write_text("say something")
+    (src / "bad.json.prompt.md").write_text("answer in JSON")
+    (src / "worse.json.prompt.md").write_text("answer in JSON too")
+    env = {**openai_env(home_env(warm_home), llm_server), "LITELLM_APP_RETRIES": "0"}
+    done = subprocess.run(
+        [CLI, "batch", "-p", "openai", "-m", "m", "-i", str(src), "-o", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr and "Finished in state" not in done.stderr, done.stderr
+    failed = [line for line in done.stderr.splitlines() if "failed " in line and ".json" in line]
+    assert len(failed) == 2, done.stderr
+    assert "1 ok, 2 failed, 0 up to date" in done.stderr
+
+    api_url = ManagedServer(warm_home / "prefect").running().api_url  # type: ignore[union-attr]
+
+    async def flow_run_and_logs():  # noqa: ANN202
+        async with PrefectClient(api_url) as client:
+            runs = await client.read_flow_runs()
+            [run] = [r for r in runs if r.parameters.get("output_dir") == str(out)]
+            deadline = time.monotonic() + 60
+            while True:  # logs are sent in batches
+                logs = await client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run.id]))
+                )
+                messages = [log.message for log in logs]
+                if any(m.startswith("batch: ") for m in messages) or time.monotonic() > deadline:
+                    return run, messages
+                await asyncio.sleep(0.5)
+
+    run, messages = asyncio.run(flow_run_and_logs())
+    assert run.state.is_failed() and run.state.message == "1 ok, 2 failed, 0 up to date"
+    assert any(m.startswith("ok good.prompt.md") for m in messages), messages
+    assert any(m.startswith("failed bad.json.prompt.md") for m in messages), messages
+    assert any(m.startswith("batch: 3 prompts") for m in messages), messages
