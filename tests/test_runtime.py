@@ -306,23 +306,33 @@ def test_batch_signal_mid_run_stops_sending_and_a_rerun_completes(
     assert len(outputs(out)) == 30
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_batch_signal_while_the_server_starts_sends_nothing(home, tmp_path, llm_server, signum):
+@pytest.mark.parametrize(
+    ("command", "signum"),
+    [("batch", signal.SIGINT), ("batch", signal.SIGTERM), ("explore", signal.SIGINT)],
+)
+def test_signal_while_the_server_starts_sends_nothing(home, tmp_path, llm_server, command, signum):
     src, out = prompts(tmp_path / "in", 5), tmp_path / "out"
     env = openai_env(home_env(home), llm_server)
+    argv = batch_argv(src, out)
+    if command == "explore":
+        argv = [CLI, "explore", "-t", "rivers", "--iterations", "3", "-o", str(out)]
+        argv += ["--routing-config", "openai:m"]
+        counter = iter(range(10**6))
+        llm_server.reply = lambda _body: "\n".join(f"{i}. river {next(counter)}" for i in range(3))
     state = home / "prefect" / STATE_FILE
-    with started(batch_argv(src, out), env) as process:
+    with started(argv, env) as process:
         wait_for(lambda: state.exists() or process.poll() is not None, "the server's start")
         process.send_signal(signum)
         _stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 128 + signum, stderr
     assert "Traceback" not in stderr, stderr
     assert llm_server.requests == [] and outputs(out) == []
-    rerun = subprocess.run(
-        batch_argv(src, out), env=env, capture_output=True, text=True, timeout=300
-    )
+    rerun = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert len(outputs(out)) == 5
+    if command == "batch":
+        assert len(outputs(out)) == 5
+    else:
+        assert json.loads((out / "output.json").read_text()), "nothing explored"
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
