@@ -472,6 +472,7 @@ def server_start() -> None:
     """Start the server (or find it running) and print its UI URL."""
     from flows.runtime import ManagedServer
 
+    _note_configured_api()
     state = ManagedServer().ensure(announce=False)
     typer.echo(f"Prefect server running: UI {state.ui_url}  API {state.api_url}  pid {state.pid}")
 
@@ -493,11 +494,21 @@ def server_status() -> None:
     from flows.runtime import ManagedServer
 
     server = ManagedServer()
+    _note_configured_api()
     state = server.running()
     if state is None:
         typer.echo(f"no Prefect server running (Prefect home {server.home})")
         raise typer.Exit(3)
     typer.echo(f"Prefect server running: UI {state.ui_url}  API {state.api_url}  pid {state.pid}")
+
+
+def _note_configured_api() -> None:
+    from flows.runtime import configured_api_url
+
+    if url := configured_api_url():
+        typer.echo(
+            f"note: commands use the configured Prefect API {url}, not this server", err=True
+        )
 
 
 @app.command("list")
