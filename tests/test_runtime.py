@@ -228,6 +228,36 @@ def test_kill_9_in_ephemeral_mode_leaves_no_prefect_server(home, tmp_path, llm_s
     assert not (home / "prefect" / STATE_FILE).exists()  # no managed server either
 
 
+def test_kill_9_of_the_web_page_in_ephemeral_mode_leaves_no_prefect_server(home, unused_port):
+    import urllib.request
+
+    env = home_env(home)
+    argv = [CLI, "--ephemeral", "web", "--port", str(unused_port), "--output-root", str(home)]
+
+    def ready() -> bool:
+        try:
+            url = f"http://127.0.0.1:{unused_port}/api/state"
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                return json.loads(reply.read())["prefect"]["ready"] is True
+        except OSError:
+            return False
+
+    with started(argv, env) as process:
+        wait_for(lambda: ready() or process.poll() is not None, "the page's Prefect API")
+        assert process.poll() is None, process.communicate()
+        children = descendants(process.pid)
+        servers = [p for p in children if b"uvicorn" in _cmdline(p)]
+        assert servers, "no ephemeral API server process found"
+        try:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait()
+            wait_for(lambda: not any(_pid_alive_any(p) for p in servers), "the server to die", 30)
+        finally:
+            for pid in children:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
 def _pid_alive_any(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
