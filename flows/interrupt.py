@@ -105,6 +105,8 @@ def _handle(signum: int, _frame: object) -> None:
     first = request_stop(signum)
     if first and not _STOP.callbacks:
         raise KeyboardInterrupt  # nothing runs yet that could stop by itself
+    if first:
+        os.write(2, b"stopping: no new requests, finishing up (Ctrl-C again exits at once)\n")
 
 
 _INSTALLED = False

@@ -365,6 +365,31 @@ def test_signal_while_the_server_starts_sends_nothing(home, tmp_path, llm_server
         assert json.loads((out / "output.json").read_text()), "nothing explored"
 
 
+def test_a_second_ctrl_c_while_stopping_exits_at_once(home, tmp_path, llm_server):
+    """The stop waits on a Prefect server that no longer answers (stopped with SIGSTOP):
+    the second Ctrl-C ends the command there and then."""
+    llm_server.latency = 0.3
+    src, out = prompts(tmp_path / "in", 30), tmp_path / "out"
+    env = openai_env(home_env(home), llm_server)
+    with started(batch_argv(src, out), env) as process:
+        wait_for(lambda: len(outputs(out)) >= 2 or process.poll() is not None, "outputs")
+        assert process.poll() is None, process.communicate()
+        pid = json.loads((home / "prefect" / STATE_FILE).read_text())["pid"]
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            process.send_signal(signal.SIGINT)
+            first = ""
+            while "stopping:" not in first:  # the first one is being handled
+                first = process.stderr.readline()  # type: ignore[union-attr]
+                assert first, "the command ended without saying it was stopping"
+            process.send_signal(signal.SIGINT)
+            _stdout, stderr = process.communicate(timeout=60)
+        finally:
+            os.killpg(pid, signal.SIGCONT)
+    assert process.returncode == 130, stderr
+    assert "interrupted again: exiting now" in stderr, stderr
+
+
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_explore_signal_mid_run_flushes_and_stops_sending(
     warm_home, tmp_path, llm_server, signum, code
