@@ -354,6 +354,8 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
     """Check the settings, then run the flow (the CLI's entry point)."""
     settings.check()
     build_routes(settings)  # usage errors before Prefect starts
+    if output_dir is None:
+        output_dir = default_output_dir(settings.topic)  # a topic such as '???' names none
     begin_command()
     with prefect_runtime():
         return run_flow(

@@ -296,6 +296,22 @@ def test_a_second_batch_on_a_locked_output_dir_is_refused_before_prefect_starts(
     assert not (home / "prefect" / STATE_FILE).exists(), "a Prefect server was started"
 
 
+def test_an_explore_topic_without_a_folder_name_is_refused_before_prefect_starts(home, tmp_path):
+    done = subprocess.run(
+        [CLI, "explore", "-t", "???", "--routing-config", "random:random", "--iterations", "1"],
+        env=home_env(home),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "Error: topic '???' has no letters or digits to name its folder"
+    ]
+    assert not (home / "prefect" / STATE_FILE).exists(), "a Prefect server was started"
+
+
 # -- signals -------------------------------------------------------------------------------
 
 
