@@ -512,3 +512,27 @@ def test_failing_prompts_one_line_each_and_the_flow_run_ends_failed_with_counts(
     assert any(m.startswith("ok good.prompt.md") for m in messages), messages
     assert any(m.startswith("failed bad.json.prompt.md") for m in messages), messages
     assert any(m.startswith("batch: 3 prompts") for m in messages), messages
+
+
+def test_deployments_setup_uses_the_managed_server(warm_home):
+    env = home_env(warm_home)
+    done = subprocess.run(
+        [sys.executable, "-m", "deployments.setup", "--no-env-blocks"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    api_url = ManagedServer(warm_home / "prefect").running().api_url  # type: ignore[union-attr]
+    assert f"registered at {api_url}" in done.stdout, done.stdout
+    refused = subprocess.run(
+        [sys.executable, "-m", "deployments.setup", "--no-env-blocks"],
+        env={**env, "LLM_CONDUCTOR_EPHEMERAL": "1"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 2 and "keeps running" in refused.stderr, refused.stderr
