@@ -56,13 +56,18 @@ from flows.interrupt import (
 
 __all__ = [
     "EPHEMERAL_ENV",
+    "EphemeralServer",
+    "HealthWatch",
     "ManagedServer",
     "PrefectServerError",
     "api_in_use",
+    "begin_command",
     "configured_api_url",
     "ephemeral_requested",
+    "healthy",
     "prefect_runtime",
     "run_flow",
+    "use_api_in_process",
 ]
 
 logger = logging.getLogger("llm_conductor.runtime")
@@ -73,9 +78,11 @@ EPHEMERAL_ENV = "LLM_CONDUCTOR_EPHEMERAL"
 #: Seconds a server may take to become healthy (a busy 2-core machine needs minutes).
 STARTUP_ENV = "LLM_CONDUCTOR_SERVER_STARTUP_TIMEOUT"
 DEFAULT_STARTUP_TIMEOUT = 180.0
-#: The health watch: an API silent this long is lost; then this long for a clean stop.
-LOST_AFTER = 10.0
-EXIT_GRACE = 10.0
+#: The health watch: an API silent this long is lost (long enough for a busy machine's
+#: server to answer again), then this long for a clean stop: exit 1 within 30 s.
+LOST_AFTER = 15.0
+HEALTH_TIMEOUT = 4.0
+EXIT_GRACE = 8.0
 
 STATE_FILE = "llm-conductor-server.json"
 LOCK_FILE = "llm-conductor-server.lock"
@@ -431,7 +438,7 @@ class HealthWatch:
     def _run(self) -> None:
         last_ok = time.monotonic()
         while not self._done.wait(self.interval):
-            if healthy(self.api_url, timeout=3.0):
+            if healthy(self.api_url, timeout=HEALTH_TIMEOUT):
                 last_ok = time.monotonic()
             elif time.monotonic() - last_ok >= LOST_AFTER and not self._done.is_set():
                 self._lost()
