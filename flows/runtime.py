@@ -39,7 +39,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -317,6 +317,17 @@ class ManagedServer:
             *[sys.executable, "-m", "prefect", "server", "start"],
             *["--host", "127.0.0.1", "--port", str(port), "--no-background", "--analytics-off"],
         ]
+        state_path, temp = str(self.state_path), str(self.state_path.with_suffix(".tmp"))
+
+        def record_state() -> None:
+            # In the child, before exec: the state file exists as soon as the server does,
+            # even if this command is killed the next moment (no untracked server).
+            data = json.dumps({"pid": os.getpid(), "port": port}).encode()
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.write(fd, data)
+            os.close(fd)
+            os.replace(temp, state_path)
+
         with open(self.log_path, "ab") as log:
             process = subprocess.Popen(
                 command,
@@ -326,12 +337,9 @@ class ManagedServer:
                 stderr=log,
                 start_new_session=True,  # Ctrl-C in the terminal is not for it
                 cwd=self.home,
+                preexec_fn=record_state,
             )
-        state = ServerState(pid=process.pid, port=port)
-        temp = self.state_path.with_suffix(".tmp")
-        temp.write_text(json.dumps(asdict(state)), encoding="utf-8")
-        temp.replace(self.state_path)
-        return state, process
+        return ServerState(pid=process.pid, port=port), process
 
     def stop(self) -> ServerState | None:
         """Stop the server if it runs; its state, or None if there was none."""
@@ -422,9 +430,14 @@ def _die_with_parent() -> Callable[[], None]:
 class HealthWatch:
     """Watches the API while a command runs; a lost API stops the command (exit 1)."""
 
-    def __init__(self, api_url: str, interval: float = 1.0) -> None:
+    def __init__(
+        self, api_url: str, interval: float = 1.0, on_lost: Callable[[str], None] | None = None
+    ) -> None:
+        """``on_lost(message)`` instead of stopping the command: a caller that outlives its
+        server (the web page)."""
         self.api_url = api_url
         self.interval = interval
+        self.on_lost = on_lost
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name="prefect-health", daemon=True)
 
@@ -441,7 +454,10 @@ class HealthWatch:
             if healthy(self.api_url, timeout=HEALTH_TIMEOUT):
                 last_ok = time.monotonic()
             elif time.monotonic() - last_ok >= LOST_AFTER and not self._done.is_set():
-                self._lost()
+                if self.on_lost is not None:
+                    self.on_lost(f"the Prefect server at {self.api_url} stopped answering")
+                else:
+                    self._lost()
                 return
 
     def _lost(self) -> None:

@@ -47,7 +47,19 @@ def home_env(home: Path, **extra: str) -> dict[str, str]:
 def home(tmp_path: Path) -> Iterator[Path]:
     """A Prefect home whose managed server (if any) is stopped at the end."""
     yield tmp_path
-    ManagedServer(tmp_path / "prefect").stop()
+    stop_servers(tmp_path)
+
+
+def stop_servers(home: Path) -> None:
+    """The managed server by its state file, then any process left using this Prefect home
+    (a test that failed half-way), by pid."""
+    ManagedServer(home / "prefect").stop()
+    marker = f"PREFECT_HOME={home / 'prefect'}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            with contextlib.suppress(OSError):
+                if marker + b"\0" in (entry / "environ").read_bytes() + b"\0":
+                    os.kill(int(entry.name), signal.SIGKILL)
 
 
 def cli(
@@ -322,7 +334,7 @@ def warm_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     started_ = cli(home_env(home), "server", "start")
     assert started_.returncode == 0, started_.stderr
     yield home
-    ManagedServer(home / "prefect").stop()
+    stop_servers(home)
 
 
 def sent_after(llm_server, count_at_signal: int) -> int:  # noqa: ANN001
@@ -536,3 +548,38 @@ def test_deployments_setup_uses_the_managed_server(warm_home):
         timeout=120,
     )
     assert refused.returncode == 2 and "keeps running" in refused.stderr, refused.stderr
+
+
+def test_the_web_page_says_when_its_server_dies_and_the_next_start_starts_it_again(
+    home, unused_port
+):
+    import urllib.request
+
+    env = home_env(home)
+    base = f"http://127.0.0.1:{unused_port}"
+    argv = [CLI, "web", "--port", str(unused_port), "--output-root", str(home / "topics")]
+
+    def prefect() -> dict:
+        try:
+            with urllib.request.urlopen(f"{base}/api/state", timeout=5) as reply:
+                return json.loads(reply.read())["prefect"]
+        except OSError:
+            return {}
+
+    with started(argv, env) as process:
+        wait_for(lambda: prefect().get("ready") is True or process.poll() is not None, "ready")
+        assert process.poll() is None, process.communicate()
+        first = json.loads((home / "prefect" / STATE_FILE).read_text())["pid"]
+        os.killpg(first, signal.SIGKILL)
+        wait_for(lambda: "stopped answering" in (prefect().get("error") or ""), "the error", 90)
+        form = {"topic": "rivers", "iterations": 1, "routing_config": "random:random"}
+        request = urllib.request.Request(
+            f"{base}/api/start",
+            data=json.dumps(form).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert reply.status == 202
+        wait_for(lambda: prefect().get("ready") is True, "the server started again")
+        second = json.loads((home / "prefect" / STATE_FILE).read_text())["pid"]
+        assert second != first and _pid_alive(second)

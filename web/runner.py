@@ -197,12 +197,17 @@ class PrefectGate:
         self.ready = asyncio.Event()
         self.error: str | None = None
         self._server: Any = None
+        self._watch: Any = None
+        self._own_url: str | None = None
 
     def start(self) -> None:
         from flows.runtime import EphemeralServer, configured_api_url, ephemeral_requested
 
+        if self._watch is not None:
+            self._watch.__exit__(None, None, None)
+            self._watch = None
         url = configured_api_url()
-        if url:
+        if url and url != self._own_url:  # not the server this page found or started itself
             self.hub.set_prefect(ready=True, api_url=url, error=None)
             self.ready.set()
             return
@@ -217,20 +222,30 @@ class PrefectGate:
         thread.start()
 
     def _connect(self, ephemeral: Any) -> None:
-        from flows.runtime import ManagedServer, PrefectServerError, use_api_in_process
+        from flows.runtime import HealthWatch, ManagedServer, PrefectServerError, use_api_in_process
 
         error = url = None
         try:
             if ephemeral is not None:
                 self._server = ephemeral.wait()
-                use_api_in_process(ephemeral.api_url)
+                use_api_in_process(api_url := ephemeral.api_url)
             else:
-                url = ManagedServer().ensure().api_url
+                url = api_url = ManagedServer().ensure().api_url
                 use_api_in_process(url)
         except (PrefectServerError, OSError) as exc:  # shown on the page; Start tries again
             logger.warning("%s", exc)
             error = str(exc)
+        else:
+            self._own_url = api_url
+            # A server that dies is said on the page; the next Start starts it again.
+            self._watch = HealthWatch(api_url, on_lost=self._lost_threadsafe).__enter__()
         self.loop.call_soon_threadsafe(self._done, error, url)
+
+    def _lost_threadsafe(self, message: str) -> None:
+        logger.error("%s", message)
+        text = f"{message}: the next Start starts it again"
+        with contextlib.suppress(RuntimeError):  # the page is closing
+            self.loop.call_soon_threadsafe(self._done, text, None)
 
     def _done(self, error: str | None, url: str | None) -> None:
         self.error = error
@@ -239,6 +254,8 @@ class PrefectGate:
 
     def close(self) -> None:
         """Stop a throwaway API if this page started one (events sent first)."""
+        if self._watch is not None:
+            self._watch.__exit__(None, None, None)
         server, self._server = self._server, None
         if server is None:
             return
