@@ -127,10 +127,11 @@ def child_batch(argv: list[str]) -> None:
         _litellm()
     t_litellm = time.time()
 
-    import flows.prefect_api as fpa
+    import flows.runtime as rt
 
+    os.environ.setdefault(rt.EPHEMERAL_ENV, "1")  # the figures here are the ephemeral mode's
     marks: dict[str, float] = {}
-    start_api, flow = fpa.start_ephemeral_api, fb.run_prompt_batch
+    start_api, flow = rt.EphemeralServer.wait, fb.run_prompt_batch
 
     def timed_start_api(*a, **k):  # type: ignore[no-untyped-def]
         t = time.perf_counter()
@@ -148,9 +149,7 @@ def child_batch(argv: list[str]) -> None:
             marks["flow_cpu"] = time.process_time() - cpu
             marks["flow_server_cpu"] = _api_server_cpu() - server_cpu
 
-    fpa.start_ephemeral_api = timed_start_api
-    if hasattr(fb, "start_ephemeral_api"):  # flows.batch imported it by name
-        fb.start_ephemeral_api = timed_start_api
+    rt.EphemeralServer.wait = timed_start_api  # type: ignore[method-assign]
     fb.run_prompt_batch = timed_flow  # type: ignore[assignment]
     provider = build_provider("openai", MODEL, None)
     t = time.perf_counter()
@@ -220,9 +219,10 @@ def child_loop(argv: list[str]) -> None:
 
         from prefect import task
 
-        from flows.prefect_api import start_ephemeral_api
+        from flows.runtime import EphemeralServer, use_api_in_process
 
-        start_ephemeral_api()
+        api = EphemeralServer().spawn().wait()
+        use_api_in_process(api.api_url)
         run_id = uuid.uuid4().hex
 
         @task(

@@ -42,13 +42,13 @@ def weak_model(args: argparse.Namespace) -> None:
 
     import flows.explore as explore
     from blocks.llm_provider import provider_from_env
-    from flows.prefect_api import prefect_api
+    from flows.runtime import prefect_runtime
     from tests.support.llm_server import LLMServer
     from tests.support.weak_model import WeakModel
 
     topic = "Paris attractions"
     marker = re.compile(r"^\s*(?:\d{1,3}[.)]|[-*•])\s+")
-    with LLMServer() as server, tempfile.TemporaryDirectory() as tmp, prefect_api():
+    with LLMServer() as server, tempfile.TemporaryDirectory() as tmp, prefect_runtime():
         server.honour_max_tokens = True
         os.environ["OPENAI_BASE_URL"] = server.base_url
         os.environ["OPENAI_API_KEY"] = "sk-bench"
@@ -136,7 +136,7 @@ def main() -> None:
     import asyncio
 
     import flows.explore as explore
-    from flows.prefect_api import prefect_api
+    from flows.runtime import prefect_runtime
 
     real = explore.provider_from_env
 
@@ -146,7 +146,7 @@ def main() -> None:
 
     explore.provider_from_env = with_latency
     rows: list[tuple] = []
-    with prefect_api(), tempfile.TemporaryDirectory() as tmp:
+    with prefect_runtime(), tempfile.TemporaryDirectory() as tmp:
         for n, producers in enumerate([1, *args.producers]):  # run 0 warms the engine up
             started = time.perf_counter()
             summary = asyncio.run(

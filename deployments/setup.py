@@ -4,7 +4,8 @@
     python -m deployments.setup --block local --kind openai --model my-model \\
         --api-base http://127.0.0.1:8000/v1 --api-key-env LOCAL_KEY --parallelism 4
 
-Against the server in ``PREFECT_API_URL`` (or the active profile's), it:
+Against the server in ``PREFECT_API_URL`` (or the active profile's; without one, the managed
+local server, started if needed: see flows/runtime.py), it:
 
 1. registers the ``LLM Provider`` block type (what ``prefect block register -m
    blocks.llm_provider`` does; ``-m blocks`` finds nothing, the package imports it lazily);
@@ -32,8 +33,8 @@ Against the server in ``PREFECT_API_URL`` (or the active profile's), it:
    environment.
 
 ``--block NAME --kind KIND [...]`` saves one more block from flags instead (the test suite's
-way of pointing a block at its local server). Exit codes: 0 done, 2 usage error (no Prefect
-API configured, bad flag), 1 the server failed.
+way of pointing a block at its local server). Exit codes: 0 done, 2 usage error (bad flag,
+``LLM_CONDUCTOR_EPHEMERAL`` without a configured API), 1 the server failed.
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m deployments.setup",
         description="Register the LLM Provider block type, the work pool and provider blocks "
-        "on the Prefect server in PREFECT_API_URL (idempotent).",
+        "on the Prefect server in PREFECT_API_URL, else the managed local one (idempotent).",
     )
     parser.add_argument("--pool", default=None, help="work pool [default: prefect.yaml's]")
     parser.add_argument(
@@ -204,29 +205,31 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from flows.prefect_api import prefect_api_url
+    from flows.runtime import configured_api_url, ephemeral_requested, prefect_runtime
 
     try:
-        if not prefect_api_url():
-            raise UsageError(
-                "no Prefect API configured: start `prefect server start` and set "
-                "PREFECT_API_URL=http://127.0.0.1:4200/api (or `prefect config set ...`)"
-            )
         if bool(args.block) != bool(args.kind):
             raise UsageError("--block NAME and --kind KIND go together")
+        if not configured_api_url() and ephemeral_requested():
+            raise UsageError(
+                "deployments need a Prefect server that keeps running: unset "
+                "LLM_CONDUCTOR_EPHEMERAL (the managed local server is used) or set "
+                "PREFECT_API_URL"
+            )
         blocks = {} if args.no_env_blocks else blocks_from_env()
         if args.block:
             blocks[args.block] = block_from_flags(args)
-        done = asyncio.run(
-            setup(blocks, pool=args.pool or pool_name(), overwrite=not args.keep_existing)
-        )
+        with prefect_runtime() as api_url:
+            done = asyncio.run(
+                setup(blocks, pool=args.pool or pool_name(), overwrite=not args.keep_existing)
+            )
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except (ConductorError, ConnectionError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    print(f"block type llm-provider registered at {prefect_api_url()}")
+    print(f"block type llm-provider registered at {api_url}")
     for name, what in done.items():
         label = name if name.startswith("pool ") else f"block llm-provider/{name}"
         print(f"{label}: {what}")

@@ -19,8 +19,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import cast
 
 from prefect import flow
+from prefect.states import Completed, Failed, State
 
 from blocks.errors import ConductorError, InvalidOutput, ProviderError
 from blocks.limits import ProviderGate, RunLimits, estimate_tokens
@@ -31,8 +33,8 @@ from blocks.tracing import traced_flow
 # The entry points, re-exported: they live in flows/batch_run.py, which plans before it
 # imports Prefect.
 from flows.batch_run import run_batch, run_batch_mode
-from flows.interrupt import on_interrupt
-from flows.logs import FILE_ONLY
+from flows.interrupt import on_interrupt, stop_requested
+from flows.logs import FILE_ONLY, NOT_ON_STDERR, log_to_prefect
 from flows.parameters import names_missing_blocks
 from tasks.batch import BatchPlan, Job, plan_batch, warn_missing
 from tasks.generate import (
@@ -80,12 +82,17 @@ async def run_prompt_batch(
 ) -> BatchSummary:
     """Generate outputs for changed prompts; returns counts, tokens, cost and duration.
 
+    The flow run ends *Failed* when a prompt failed, *Completed* otherwise, with the message
+    "N ok, M failed, K up to date" either way (a Prefect automation on Failed can notify);
+    the summary is the state's result in both cases.
+
     ``task_per_prompt=False``: one task run per worker instead of per prompt, for fast
     providers and big batches, where Prefect's per-task-run cost is what limits the pace.
     ``time_budget``: seconds from the flow run's start after which no prompt is started
     (those in flight finish; the rest are "not started"), e.g. to end before a CI job's
     time-out with every paid answer written.
     """
+    log_to_prefect()
     deadline = time.monotonic() + time_budget if time_budget is not None else None
     output_dir.mkdir(parents=True, exist_ok=True)
     with BatchLock(output_dir):
@@ -100,7 +107,7 @@ async def run_prompt_batch(
             force=force,
             retry_errors=retry_errors,
         )
-        return await execute_plan(
+        summary = await execute_plan(
             plan,
             provider,
             output_dir,
@@ -111,6 +118,18 @@ async def run_prompt_batch(
             task_per_prompt,
             deadline=deadline,
         )
+    logger.info("%s", summary.line(), extra=NOT_ON_STDERR)  # the CLI prints it itself
+    return cast(BatchSummary, final_state(summary))
+
+
+def final_state(summary: BatchSummary) -> State:
+    """The flow run's end: Failed if a prompt failed, with the counts as its message."""
+    message = f"{summary.ok} ok, {summary.failed} failed, {summary.up_to_date} up to date"
+    if summary.not_started:
+        message += f", {summary.not_started} not started (budget reached)"
+    if summary.failed:
+        return Failed(message=message, data=summary)
+    return Completed(message=message, data=summary)
 
 
 async def execute_plan(
@@ -169,7 +188,7 @@ async def execute_plan(
     queue = collections.deque(plan.jobs)
 
     async def work() -> None:
-        while queue:
+        while queue and not stop_requested():
             job = queue.popleft()
             over_budget = max_cost is not None and reporter.summary.cost >= max_cost
             if over_budget or (deadline is not None and time.monotonic() >= deadline):

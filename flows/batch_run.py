@@ -1,14 +1,15 @@
 """Running a batch: check the input, plan, and start the flow only when there is work.
 
-The CLI's and the Python API's entry points. Without a Prefect API configured, a rerun with
-nothing to do is answered from the plan alone (prompt files against the manifest), without
-importing Prefect (≈1.1 s) or starting its ephemeral server (6-7 s); the flow itself is in
-flows/batch.py.
+The CLI's and the Python API's entry points. Everything that can be refused is refused
+before Prefect starts: the folders, the output folder's lock (held by the command for the
+whole run, so a second run on it is told at once), the provider's readiness. Without a
+Prefect API configured, a rerun with nothing to do is answered from the plan alone (prompt
+files against the manifest), without importing Prefect (≈1.1 s) or connecting to a server;
+the flow itself is in flows/batch.py, the API it uses comes from flows/runtime.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable
@@ -17,9 +18,9 @@ from pathlib import Path
 from blocks.config import ProviderConfig
 from blocks.errors import ConductorError, UsageError
 from blocks.limits import estimate_tokens
-from flows.prefect_api import prefect_api, prefect_api_url
+from flows.runtime import begin_command, configured_api_url, prefect_runtime, run_flow
 from tasks.batch import BatchPlan, plan_batch, warn_missing
-from tasks.manifest import STATE_DIR, Manifest
+from tasks.manifest import STATE_DIR, BatchLock, Manifest
 from tasks.prompt_files import read_prompt
 from tasks.reporting import BatchSummary, startup_status
 
@@ -95,7 +96,7 @@ def run_batch(
 
     ``provider`` may be the configuration alone; the block is made when there is work.
     Without a configured Prefect API, a run with nothing to do returns before Prefect is
-    imported (≈1.1 s) or its ephemeral server started (6-7 s), so a no-op rerun stays fast.
+    imported (≈1.1 s) or a server connected, so a no-op rerun stays fast.
     """
     if parallelism is not None and parallelism < 1:
         raise UsageError(f"--parallelism must be at least 1, got {parallelism}")
@@ -104,41 +105,52 @@ def run_batch(
     if time_budget is not None and time_budget <= 0:
         raise UsageError(f"--time-budget must be positive, got {time_budget:g}")
     _check_dirs(input_dir, output_dir)
+    begin_command()
     options = {"recursive": recursive, "files_from": files_from, "retry_errors": retry_errors}
-    if dry or not prefect_api_url():
+    if dry:
         plan = plan_batch(
             provider, input_dir, output_dir, Manifest.open(output_dir), force=force, **options
         )
-        if dry:
-            dry_run(plan, provider)
-            return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
-        if not plan.jobs and not plan.problems:
-            warn_missing(plan)  # else the flow warns, after planning again
-            return BatchSummary(
-                total=plan.total, up_to_date=len(plan.up_to_date), missing=len(plan.missing)
+        dry_run(plan, provider)
+        return BatchSummary(total=plan.total, up_to_date=len(plan.up_to_date))
+    with BatchLock(output_dir) as lock:
+        if not configured_api_url():
+            plan = plan_batch(
+                provider, input_dir, output_dir, Manifest.open(output_dir), force=force, **options
             )
-    provider.check_ready()
-    # A spinner on a terminal meanwhile: importing Prefect and starting its API take seconds.
-    with startup_status(), prefect_api():
+            if not plan.jobs and not plan.problems:
+                warn_missing(plan)  # else the flow warns, after planning again
+                return BatchSummary(
+                    total=plan.total, up_to_date=len(plan.up_to_date), missing=len(plan.missing)
+                )
+        provider.check_ready()
         from blocks.llm_provider import LLMProvider
         from flows.batch import run_prompt_batch
 
-        try:
-            return asyncio.run(
-                run_prompt_batch(
-                    input_dir,
-                    output_dir,
-                    LLMProvider.from_config(provider),
-                    parallelism=parallelism,
-                    force=force,
-                    max_cost=max_cost,
-                    task_per_prompt=task_per_prompt,
-                    time_budget=time_budget,
-                    **options,
-                )
+        block = LLMProvider.from_config(provider)
+
+        async def flow_run() -> BatchSummary:
+            state = await run_prompt_batch(
+                input_dir,
+                output_dir,
+                block,
+                parallelism=parallelism,
+                force=force,
+                max_cost=max_cost,
+                task_per_prompt=task_per_prompt,
+                time_budget=time_budget,
+                return_state=True,
+                **options,
             )
-        except asyncio.CancelledError:  # Ctrl-C (flows.interrupt): finished outputs are kept
-            raise KeyboardInterrupt from None
+            # Failed when a prompt failed: the summary is its result all the same.
+            result = await state.aresult(raise_on_failure=False)
+            if isinstance(result, BaseException):
+                raise result
+            return result
+
+        # A spinner on a terminal meanwhile: importing Prefect and connecting take seconds.
+        with startup_status(), prefect_runtime(), lock.handed_down():
+            return run_flow(flow_run)
 
 
 def run_batch_mode(

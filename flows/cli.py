@@ -44,7 +44,10 @@ Environment (flags win over env):
   LITELLM_APP_RETRIES  retries after an empty answer (default 3)
   LLM_CONDUCTOR_ACCEPT_TRUNCATED  1 = as --accept-truncated
   LITELLM_DEBUG        1 = litellm debug logging
-  PREFECT_API_URL      when set, every run is a flow run visible in that Prefect UI
+  PREFECT_API_URL      the Prefect API to use; else a managed local server (started once,
+                       kept running: `llm-conductor server status` shows its UI)
+  LLM_CONDUCTOR_EPHEMERAL  1 = same as --ephemeral
+  LLM_CONDUCTOR_SERVER_STARTUP_TIMEOUT  seconds a Prefect server may take to start (180)
   LLM_CONDUCTOR_RAISE_ERRORS  1 = show tracebacks for unexpected errors
 
 \b
@@ -64,7 +67,8 @@ Tracing (off unless switched on):
 Defaults from llm-conductor.toml or pyproject.toml's [tool.llm-conductor] (below env and
 flags): see llm-conductor config.
 Logs: .local/logs/llm-conductor.log (DEBUG, rotating); INFO and warnings on stderr.
-Exit codes: 0 ok, 1 provider or prompt failure, 2 usage error, 130 interrupted.
+Exit codes: 0 ok, 1 provider or prompt failure (or the Prefect server lost), 2 usage error,
+130 Ctrl-C, 143 SIGTERM (finished outputs kept; a second Ctrl-C exits at once).
 """
 
 app = typer.Typer(
@@ -122,7 +126,10 @@ def handle_errors(command: F) -> F:
         except ConductorError as error:
             raise _fail(str(error), 1) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted", 130) from None
+            from flows.interrupt import stop_exit_code
+
+            code = stop_exit_code()
+            raise _fail("terminated" if code == 143 else "interrupted", code) from None
         except (typer.Exit, typer.Abort, SystemExit):
             raise
         except Exception as error:
@@ -149,10 +156,23 @@ def _root(
         bool,
         typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version."),
     ] = False,
+    ephemeral: Annotated[
+        bool,
+        typer.Option(
+            "--ephemeral",
+            help="Without PREFECT_API_URL: a throwaway Prefect API for this command only "
+            "(slower start, nothing left running) instead of the managed local server "
+            "[env LLM_CONDUCTOR_EPHEMERAL=1].",
+        ),
+    ] = False,
 ) -> None:
     from blocks.settings import apply, load
     from flows.logs import configure_logging
 
+    if ephemeral:
+        from flows.runtime import EPHEMERAL_ENV
+
+        os.environ[EPHEMERAL_ENV] = "1"
     configure_logging(verbose)
     try:  # the project's configuration file: defaults below flags and the environment
         _path, config = load()
@@ -240,24 +260,22 @@ def build_provider(
 
 
 def load_block(name: str) -> Any:
-    """The saved ``LLMProvider`` block ``name``; a missing one is a usage error naming it."""
+    """The saved ``LLMProvider`` block ``name`` from the API the command uses (the configured
+    one, else the managed local server: flows/runtime.py); a missing one is a usage error
+    naming it."""
     from blocks.llm_provider import LLMProvider
-    from flows.prefect_api import prefect_api_url
+    from flows.runtime import prefect_runtime
 
-    if not prefect_api_url():
-        raise UsageError(
-            f"--block {name}: no Prefect API is configured (set PREFECT_API_URL to the server "
-            "the block is saved in)"
-        )
-    try:
-        return LLMProvider.load(name)
-    except ValueError as error:
-        if "Unable to find block document" not in str(error):
-            raise
-        raise UsageError(
-            f"no LLM Provider block named {name!r} at {prefect_api_url()} (save one first: "
-            "python -m deployments.setup, or LLMProvider(...).save(NAME))"
-        ) from None
+    with prefect_runtime(announce=False) as api_url:
+        try:
+            return LLMProvider.load(name)
+        except ValueError as error:
+            if "Unable to find block document" not in str(error):
+                raise
+            raise UsageError(
+                f"no LLM Provider block named {name!r} at {api_url} (save one first: "
+                "python -m deployments.setup, or LLMProvider(...).save(NAME))"
+            ) from None
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -604,12 +622,65 @@ def web(
     duplicate rate, a chart of new attributes per batch, per-provider stats, the attributes
     themselves (searchable), the output files and, with PREFECT_API_URL set, a link to the
     flow run in the Prefect UI (PREFECT_UI_URL if the UI has another address). Without
-    PREFECT_API_URL an ephemeral Prefect API starts with the page. Ctrl-C stops the server;
-    a run that is going is stopped first, its files flushed.
+    PREFECT_API_URL the managed local Prefect server is used (--ephemeral: a throwaway API
+    that starts with the page). Ctrl-C stops the server; a run that is going is stopped
+    first, its files flushed.
     """
     from web.server import serve
 
     serve(host, port, output_root=output_root)
+
+
+server_app = typer.Typer(
+    help="The managed local Prefect server (used when no PREFECT_API_URL is set).",
+    no_args_is_help=True,
+)
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+@handle_errors
+def server_start() -> None:
+    """Start the server (or find it running) and print its UI URL."""
+    from flows.runtime import ManagedServer
+
+    _note_configured_api()
+    state = ManagedServer().ensure(announce=False)
+    typer.echo(f"Prefect server running: UI {state.ui_url}  API {state.api_url}  pid {state.pid}")
+
+
+@server_app.command("stop")
+@handle_errors
+def server_stop() -> None:
+    """Stop the server if it runs."""
+    from flows.runtime import ManagedServer
+
+    state = ManagedServer().stop()
+    typer.echo(f"Prefect server stopped (pid {state.pid})" if state else "no server was running")
+
+
+@server_app.command("status")
+@handle_errors
+def server_status() -> None:
+    """Print the UI URL if the server runs (exit 0), else say so (exit 3)."""
+    from flows.runtime import ManagedServer
+
+    server = ManagedServer()
+    _note_configured_api()
+    state = server.running()
+    if state is None:
+        typer.echo(f"no Prefect server running (Prefect home {server.home})")
+        raise typer.Exit(3)
+    typer.echo(f"Prefect server running: UI {state.ui_url}  API {state.api_url}  pid {state.pid}")
+
+
+def _note_configured_api() -> None:
+    from flows.runtime import configured_api_url
+
+    if url := configured_api_url():
+        typer.echo(
+            f"note: commands use the configured Prefect API {url}, not this server", err=True
+        )
 
 
 @app.command("list")
@@ -697,6 +768,9 @@ def main(argv: list[str] | None = None) -> None:
     litellm's and Prefect's object graphs for ≈1.2 s (measured) and free nothing the OS would
     not. atexit handlers (log and trace flushing) still run first.
     """
+    from flows.interrupt import install_signal_handlers
+
+    install_signal_handlers()  # before the heavy imports: Ctrl-C works from the start
     try:
         app(args=argv, prog_name="llm-conductor")
     finally:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow
-from prefect.exceptions import CancelledRun
 from pydantic import BaseModel
 
 from blocks.errors import InvalidOutput, ProviderError
@@ -31,7 +30,8 @@ from blocks.providers import PROVIDERS
 from blocks.routing import Route, Router, call_with_routing, make_router, parse_routing_config
 from blocks.tracing import traced_flow
 from flows.interrupt import on_interrupt
-from flows.prefect_api import prefect_api, prefect_api_url
+from flows.logs import log_to_prefect
+from flows.runtime import api_in_use, begin_command, prefect_runtime, run_flow
 from tasks.attributes import MAX_WORDS, ParsedAnswer
 from tasks.explore import (
     DEFAULT_MAX_TOKENS,
@@ -133,6 +133,7 @@ async def explore_topic(
 ) -> ExploreSummary:
     """Explore ``topic`` until ``iterations`` batches are accepted (or every producer has made
     ``max_requests``); outputs go to ``output`` (default ``./output/<topic-slug>/``)."""
+    log_to_prefect()
     settings = ExploreSettings(
         topic=topic,
         producers=producers,
@@ -294,7 +295,7 @@ def _start_event(exploration: Exploration) -> dict[str, Any]:
         "output_dir": str(exploration.output_dir),
         "settings": exploration.settings.__dict__,
         "flow_run_id": flow_run_id,
-        "prefect_api_url": prefect_api_url() if flow_run_id else None,
+        "prefect_api_url": api_in_use() if flow_run_id else None,
         "known": [r["attribute"] for r in exploration.records],
         "metrics": exploration.metrics(),
     }
@@ -473,29 +474,29 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
     """Check the settings and lock the topic folder, then run the flow (the CLI's entry
     point): usage errors and a folder in use are refused before Prefect starts."""
     settings.check()
-    build_routes(settings)
-    with explore_lock(output_dir or default_output_dir(settings.topic)), prefect_api():
-        try:
-            return asyncio.run(
-                explore_topic(
-                    topic=settings.topic,
-                    producers=settings.producers,
-                    iterations=settings.iterations,
-                    max_requests=settings.max_requests,
-                    routing_strategy=settings.routing_strategy,
-                    routing_config=settings.routing_config,
-                    output=str(output_dir) if output_dir else None,
-                    seed=settings.seed,
-                    fresh=fresh,
-                    similarity=settings.similarity,
-                    max_tokens=settings.max_tokens,
-                    max_words=settings.max_words,
-                    semantic_model=settings.semantic_model,
-                    semantic_threshold=settings.semantic_threshold,
-                )
+    build_routes(settings)  # usage errors before Prefect starts
+    if output_dir is None:
+        output_dir = default_output_dir(settings.topic)  # a topic such as '???' names none
+    begin_command()
+    with explore_lock(output_dir), prefect_runtime():
+        return run_flow(
+            lambda: explore_topic(
+                topic=settings.topic,
+                producers=settings.producers,
+                iterations=settings.iterations,
+                max_requests=settings.max_requests,
+                routing_strategy=settings.routing_strategy,
+                routing_config=settings.routing_config,
+                output=str(output_dir),
+                seed=settings.seed,
+                fresh=fresh,
+                similarity=settings.similarity,
+                max_tokens=settings.max_tokens,
+                max_words=settings.max_words,
+                semantic_model=settings.semantic_model,
+                semantic_threshold=settings.semantic_threshold,
             )
-        except (asyncio.CancelledError, CancelledRun):  # Ctrl-C: outputs are flushed
-            raise KeyboardInterrupt from None
+        )
 
 
 if __name__ == "__main__":

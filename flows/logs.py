@@ -13,7 +13,18 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["FILE_ONLY", "LOG_FILE", "configure_logging", "set_stderr_level"]
+__all__ = [
+    "FILE_ONLY",
+    "LOG_FILE",
+    "NOT_ON_STDERR",
+    "configure_logging",
+    "log_to_prefect",
+    "set_stderr_level",
+]
+
+#: ``extra=`` for a line the command prints itself (its summary): the log file and the
+#: Prefect flow run's logs get it, the command's stderr not twice.
+NOT_ON_STDERR = {"not_on_stderr": True}
 
 LOG_FILE = Path(".local/logs/llm-conductor.log")
 #: ``extra`` for log calls that Prefect's API log handler must skip (it reads ``send_to_api``).
@@ -31,6 +42,7 @@ def configure_logging(verbose: bool = False) -> None:
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setLevel(logging.DEBUG if verbose else logging.INFO)
     stderr.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    stderr.addFilter(lambda record: not getattr(record, "not_on_stderr", False))
     logger.addHandler(stderr)
     log_file = Path(os.environ.get("LLM_CONDUCTOR_LOG_FILE", LOG_FILE))
     try:
@@ -79,3 +91,78 @@ def set_stderr_level(level: str) -> None:
     for handler in logging.getLogger("llm_conductor").handlers:
         if not isinstance(handler, logging.FileHandler):
             handler.setLevel(value)
+
+
+def _verbose() -> bool:
+    return any(
+        type(h) is logging.StreamHandler and h.level <= logging.DEBUG
+        for h in logging.getLogger("llm_conductor").handlers
+    )
+
+
+class _ExpectedOutcomes(logging.Filter):
+    """Keeps Prefect's console lines about ordinary outcomes off stderr (our own one-line
+    messages and the summary say them): a prompt that failed in an expected way (its
+    traceback), "Finished in state ..." of task and flow runs, and "Crash detected!" while
+    the command is stopping. They still reach the Prefect UI and the log file."""
+
+    RUNS = ("prefect.task_runs", "prefect.flow_runs")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.RUNS):
+            return True
+        from blocks.errors import ConductorError
+        from flows.interrupt import stop_requested
+
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ConductorError):
+            return False
+        message = record.getMessage()
+        if message.startswith("Finished in state "):
+            return False
+        return not (stop_requested() and "Crash detected" in message)
+
+
+_QUIET = _ExpectedOutcomes()
+
+
+def _quiet_prefect_console() -> None:
+    """Prefect's console lines for ordinary outcomes off stderr (unless -v); its warnings and
+    errors (tracebacks included) in our log file too."""
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    loggers = [logging.getLogger(), logging.getLogger("prefect")]
+    loggers += [logging.getLogger(name) for name in _RUN_LOGGERS]
+    if not _verbose():
+        for logger in loggers:
+            for handler in logger.handlers:
+                if isinstance(handler, PrefectConsoleHandler) and _QUIET not in handler.filters:
+                    handler.addFilter(_QUIET)
+    prefect_logger = logging.getLogger("prefect")
+    for handler in logging.getLogger("llm_conductor").handlers:
+        if isinstance(handler, logging.FileHandler) and handler not in prefect_logger.handlers:
+            prefect_logger.addHandler(handler)
+
+
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+def log_to_prefect() -> None:
+    """The project's log lines go to the Prefect flow run they belong to (the UI's logs).
+
+    ``PREFECT_LOGGING_EXTRA_LOGGERS`` does that only when set before Prefect configures its
+    logging; a worker's flow-run process imports Prefect first. Also quiets Prefect's
+    console (``_ExpectedOutcomes``): Prefect configures its logging when the first flow run
+    starts, so this is called at the start of every flow body (idempotent).
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    _quiet_prefect_console()
+    ours = logging.getLogger("llm_conductor")
+    if not any(isinstance(h, APILogHandler) for h in ours.handlers):
+        extra = [
+            h for h in logging.getLogger("prefect.extra").handlers if isinstance(h, APILogHandler)
+        ]
+        ours.addHandler(extra[0] if extra else APILogHandler())
+    if ours.level == logging.NOTSET:  # no configure_logging: a worker's process
+        ours.setLevel(logging.INFO)

@@ -12,6 +12,7 @@ from prefect import flow
 from blocks.llm_provider import LLMProvider
 from blocks.result import Completion
 from blocks.tracing import traced_flow
+from flows.logs import log_to_prefect
 from flows.parameters import names_missing_blocks
 from flows.single_run import FLOW_NAME, run_single
 from tasks.llm import call_model
@@ -35,6 +36,7 @@ async def complete_prompt(prompt: str, provider: LLMProvider, stream: bool = Fal
     markdown artifact ``single-answer``."""
     from prefect.artifacts import acreate_markdown_artifact
 
+    log_to_prefect()
     completion = await stop_propagates(call_model(provider, prompt, stream=stream))
     await acreate_markdown_artifact(
         answer_markdown(completion),

@@ -7,7 +7,7 @@ from __future__ import annotations
 from blocks.config import ProviderConfig
 from blocks.result import Completion
 from blocks.tracing import flow_span
-from flows.prefect_api import prefect_api_url
+from flows.runtime import configured_api_url
 
 __all__ = ["FLOW_NAME", "run_single"]
 
@@ -23,7 +23,7 @@ async def run_single(prompt: str, provider: ProviderConfig, *, stream: bool = Fa
     there is no UI to show the run in. ``provider`` may be a plain configuration: it becomes
     the block (or, without Prefect, the bare client) here.
     """
-    if prefect_api_url():
+    if configured_api_url():
         from blocks.llm_provider import LLMProvider
         from flows.single import complete_prompt
 

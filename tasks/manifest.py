@@ -15,11 +15,13 @@ Both live in ``<output_dir>/.llm-conductor/``:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import json
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from types import TracebackType
@@ -343,6 +345,12 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+#: The lock file a command holds for the flow it runs (``BatchLock.handed_down``).
+_HANDED_DOWN: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "batch_lock_handed_down", default=None
+)
+
+
 class BatchLock:
     """Exclusive use of an output dir for one batch run (or, with ``purpose`` and ``hint``,
     of a topic folder for one explore run).
@@ -353,6 +361,10 @@ class BatchLock:
             manifest = Manifest.open(output_dir)
             ...
         ```
+
+    A command takes the lock before Prefect starts (a second run is refused at once) and
+    hands it to the flow it runs with ``handed_down()``; the flow's own ``BatchLock`` on that
+    folder is then a no-op (a deployment run has no command around it and takes it itself).
 
     Raises:
         UsageError: On entering, when another run holds the lock; names its pid, host and
@@ -371,11 +383,15 @@ class BatchLock:
         self._purpose = purpose
         self._hint = hint
         self._fd: int | None = None
+        self._nested = False
 
     def __enter__(self) -> Self:
-        if self._fd is not None:
+        if self._fd is not None or self._nested:
             raise RuntimeError(f"{self.path} is already held by this BatchLock")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.resolve() == _HANDED_DOWN.get():
+            self._nested = True
+            return self
         # O_CLOEXEC: a child (claude, codex) must not inherit the lock and keep it after we die.
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         try:
@@ -395,12 +411,26 @@ class BatchLock:
         self._fd = fd
         return self
 
+    @contextlib.contextmanager
+    def handed_down(self) -> Iterator[None]:
+        """Inside (and in tasks and event loops started inside), this lock counts as taken."""
+        if self._fd is None:
+            raise RuntimeError(f"{self.path} is not held by this BatchLock")
+        token = _HANDED_DOWN.set(self.path.resolve())
+        try:
+            yield
+        finally:
+            _HANDED_DOWN.reset(token)
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._nested:
+            self._nested = False
+            return
         fd, self._fd = self._fd, None
         if fd is None:
             return

@@ -1,6 +1,9 @@
 """Test set-up: an isolated Prefect home, loopback-only servers, fake CLI tools.
 
 Prefect reads its settings at import, so they are set here before anything imports it.
+Commands without a Prefect API use the managed local server, as a user's do: the first one
+starts it in the temporary Prefect home, the others (in-process and subprocesses, which
+inherit PREFECT_HOME) connect to it in about a second; the session stops it at the end.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ _PREFECT_HOME = Path(tempfile.mkdtemp(prefix="llm-conductor-tests-"))
 os.environ["PREFECT_HOME"] = str(_PREFECT_HOME / "prefect")
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_PREFECT_HOME / "storage")
 os.environ.pop("PREFECT_API_URL", None)
+os.environ.pop("LLM_CONDUCTOR_EPHEMERAL", None)
 os.environ["LLM_CONDUCTOR_RAISE_ERRORS"] = "1"
 os.environ["LLM_CONDUCTOR_LOG_FILE"] = str(_PREFECT_HOME / "llm-conductor.log")
 for _key in (
@@ -31,6 +35,13 @@ Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 import pytest  # noqa: E402
 
 from tests.support.fixtures import *  # noqa: E402,F403  (llm_server, fake_cli_path)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Stop the managed Prefect server the session's commands started (by its pid)."""
+    from flows.runtime import ManagedServer
+
+    ManagedServer(Path(os.environ["PREFECT_HOME"])).stop()
 
 
 @pytest.fixture(scope="session")

@@ -444,7 +444,7 @@ def test_a_rerun_with_nothing_to_do_never_imports_prefect(dirs, tmp_path):
     import subprocess
     import sys
 
-    from flows.prefect_api import _settings_may_set_api_url
+    from flows.runtime import _settings_sources_exist
 
     src, out = dirs
     for i in range(3):
@@ -473,7 +473,7 @@ def test_a_rerun_with_nothing_to_do_never_imports_prefect(dirs, tmp_path):
     )
     assert result.stdout.split() == ["0", "False"], result.stderr
     assert "0 ok, 0 failed, 3 up to date" in result.stderr
-    assert not _settings_may_set_api_url(tmp_path)  # what made it safe not to ask Prefect
+    assert not _settings_sources_exist(tmp_path)  # what made it safe not to ask Prefect
 
 
 @pytest.mark.parametrize(
@@ -484,12 +484,11 @@ def test_a_rerun_with_nothing_to_do_never_imports_prefect(dirs, tmp_path):
         ("prefect.toml", "[logging]\nlevel = 'INFO'\n", True),
         ("pyproject.toml", "[project]\nname = 'x'\n", False),
         ("pyproject.toml", "[tool.prefect.api]\nurl = 'http://127.0.0.1:4200/api'\n", True),
-        ("home/profiles.toml", 'active = "ephemeral"\n[profiles.ephemeral]\nX = "1"\n', False),
-        ("home/profiles.toml", '[profiles.dev]\nPREFECT_API_URL = "http://h:4200/api"\n', True),
+        ("home/profiles.toml", 'active = "ephemeral"\n[profiles.ephemeral]\nX = "1"\n', True),
     ],
 )
 def test_where_prefect_settings_could_set_an_api_url(tmp_path, monkeypatch, where, text, maybe):
-    from flows.prefect_api import _settings_may_set_api_url
+    from flows.runtime import _settings_sources_exist as _settings_may_set_api_url
 
     for name in ("PREFECT_PROFILE", "PREFECT_PROFILES_PATH"):
         monkeypatch.delenv(name, raising=False)

@@ -199,7 +199,6 @@ def quiet_env(home: Path, api_url: str, db: Path) -> dict[str, str]:
         PREFECT_LOCAL_STORAGE_PATH=str(home / "storage"),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_LEVEL="WARNING",
-        PREFECT_LOGGING_TO_API_ENABLED="false",
         PREFECT_WORKER_QUERY_SECONDS="1",  # default 10: a run would wait up to 10 s
         PREFECT_CLI_COLORS="false",
         LLM_CONDUCTOR_LOG_FILE=str(home / "llm-conductor.log"),
@@ -351,6 +350,21 @@ def write_prompts(folder: Path, count: int, label: str) -> None:
         (folder / f"p{i:02d}.md.prompt.md").write_text(f"{label} prompt {i}\n")
 
 
+async def run_logs(client: Any, flow_run_id: UUID) -> list[str]:
+    """The flow run's log messages (sent in batches: wait until the summary is in)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    deadline = time.monotonic() + 60
+    while True:
+        found = await client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+        )
+        messages = [log.message for log in found]
+        if any(m.startswith("batch: ") for m in messages) or time.monotonic() > deadline:
+            return messages
+        await asyncio.sleep(0.5)
+
+
 async def artifacts_of(client: Any, flow_run_id: UUID) -> dict[str, Any]:
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
@@ -409,7 +423,7 @@ def test_batch_deployment_run_outputs_state_and_artifacts(stack: Stack, tmp_path
     write_prompts(src / "sub", 2, "nested")
     write_prompts(src, 3, "top")
 
-    async def go() -> tuple[Any, dict[str, Any]]:
+    async def go() -> tuple[Any, dict[str, Any], list[str]]:
         async with stack.client() as client:
             run_id = await trigger(
                 client,
@@ -417,12 +431,16 @@ def test_batch_deployment_run_outputs_state_and_artifacts(stack: Stack, tmp_path
                 {"input_dir": str(src), "output_dir": str(out), "provider": block_ref(BLOCK)},
             )
             [run] = await wait_final(stack, client, [run_id])
-            return run, await artifacts_of(client, run_id)
+            return run, await artifacts_of(client, run_id), await run_logs(client, run_id)
 
     started = time.monotonic()
-    run, artifacts = asyncio.run(go())
+    run, artifacts, logs = asyncio.run(go())
     print(f"\nbatch deployment run: {time.monotonic() - started:.1f}s trigger to final state")
     assert_completed(stack, [run])
+    assert run.state.message == "5 ok, 0 failed, 0 up to date"
+    # The project's own lines are in the run's logs (the worker imported Prefect first).
+    assert any(line.startswith("ok sub/p01.md.prompt.md") for line in logs), logs
+    assert any(line.startswith("batch: 5 prompts: 5 ok") for line in logs), logs
     assert run.parameters["provider"] == block_ref(BLOCK), "the key is never copied into it"
 
     written = sorted(

@@ -67,7 +67,7 @@ async def test_without_a_prefect_api_no_server_is_needed(monkeypatch):
     import flows.single as single
     import flows.single_run as single_run
 
-    monkeypatch.setattr(single_run, "prefect_api_url", lambda: None)
+    monkeypatch.setattr(single_run, "configured_api_url", lambda: None)
 
     class NotTheFlow:
         name = single.complete_prompt.name

@@ -209,8 +209,9 @@ class FlowThread:
 
 
 class PrefectGate:
-    """Whether flows can run: a configured Prefect API, or the ephemeral one started once
-    (in a thread: it takes seconds) when none is configured, and stopped at shutdown."""
+    """Whether flows can run: the API flows/runtime.py chooses (configured, the managed local
+    server, or with ``--ephemeral`` a throwaway one), connected or started in a thread (it
+    takes seconds); at shutdown a throwaway API is stopped, the managed server kept."""
 
     def __init__(self, hub: Hub, loop: asyncio.AbstractEventLoop) -> None:
         self.hub = hub
@@ -218,52 +219,73 @@ class PrefectGate:
         self.ready = asyncio.Event()
         self.error: str | None = None
         self._server: Any = None
+        self._watch: Any = None
+        self._own_url: str | None = None
 
     def start(self) -> None:
-        from flows.prefect_api import prefect_api_url
+        from flows.runtime import EphemeralServer, configured_api_url, ephemeral_requested
 
-        url = prefect_api_url()
-        if url:
+        if self._watch is not None:
+            self._watch.__exit__(None, None, None)
+            self._watch = None
+        url = configured_api_url()
+        if url and url != self._own_url:  # not the server this page found or started itself
             self.hub.set_prefect(ready=True, api_url=url, error=None)
             self.ready.set()
             return
         self.error = None
         self.ready.clear()
         self.hub.set_prefect(ready=False, api_url=None, error=None)
-        thread = threading.Thread(target=self._start_ephemeral, name="prefect-api", daemon=True)
+        # Spawned here, on the main thread: it dies with the thread that started it.
+        ephemeral = EphemeralServer().spawn() if ephemeral_requested() else None
+        thread = threading.Thread(
+            target=self._connect, args=(ephemeral,), name="prefect-api", daemon=True
+        )
         thread.start()
 
-    def _start_ephemeral(self) -> None:
-        from flows.prefect_api import start_ephemeral_api
+    def _connect(self, ephemeral: Any) -> None:
+        from flows.runtime import HealthWatch, ManagedServer, PrefectServerError, use_api_in_process
 
-        error = None
+        error = url = None
         try:
-            self._server = start_ephemeral_api()
-        except Exception as exc:  # shown on the page; the next Start tries again
-            logger.warning("could not start Prefect's ephemeral API: %s", exc)
-            error = f"Prefect's ephemeral API did not start: {str(exc).splitlines()[0]}"
-            with contextlib.suppress(Exception):
-                from prefect.server.api.server import SubprocessASGIServer
+            if ephemeral is not None:
+                self._server = ephemeral.wait()
+                use_api_in_process(api_url := ephemeral.api_url)
+            else:
+                url = api_url = ManagedServer().ensure().api_url
+                use_api_in_process(url)
+        except (PrefectServerError, OSError) as exc:  # shown on the page; Start tries again
+            logger.warning("%s", exc)
+            error = str(exc)
+        else:
+            self._own_url = api_url
+            # A server that dies is said on the page; the next Start starts it again.
+            self._watch = HealthWatch(api_url, on_lost=self._lost_threadsafe).__enter__()
+        self.loop.call_soon_threadsafe(self._done, error, url)
 
-                SubprocessASGIServer().stop()  # a half-started server process
-        self.loop.call_soon_threadsafe(self._done, error)
+    def _lost_threadsafe(self, message: str) -> None:
+        logger.error("%s", message)
+        text = f"{message}: the next Start starts it again"
+        with contextlib.suppress(RuntimeError):  # the page is closing
+            self.loop.call_soon_threadsafe(self._done, text, None)
 
-    def _done(self, error: str | None) -> None:
+    def _done(self, error: str | None, url: str | None) -> None:
         self.error = error
-        self.hub.set_prefect(ready=error is None, error=error)
+        self.hub.set_prefect(ready=error is None, error=error, api_url=url)
         self.ready.set()
 
     def close(self) -> None:
-        """Stop the ephemeral API if this page started it (events sent first)."""
+        """Stop a throwaway API if this page started one (events sent first)."""
+        if self._watch is not None:
+            self._watch.__exit__(None, None, None)
         server, self._server = self._server, None
-        if server is None or not hasattr(server, "stop"):
+        if server is None:
             return
         with contextlib.suppress(Exception):
             from prefect.events.worker import EventsWorker
 
             EventsWorker.drain_all(timeout=5)
-        with contextlib.suppress(Exception):
-            server.stop()
+        server.stop()
         # Events still queued (a fast run makes thousands) have nowhere to go now: without
         # this, each one logs a connection error after the page has said goodbye.
         for name in ("prefect.events.clients", "prefect._internal.concurrency"):

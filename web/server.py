@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ipaddress
-import os
 import signal
 import socket
 import threading
@@ -40,8 +39,6 @@ def serve(
     log_level: str = "warning",
 ) -> None:
     """Serve until Ctrl-C; a run that is going is stopped with its files flushed."""
-    # A busy machine may need more than Prefect's default 20 s to start its ephemeral API.
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     import uvicorn
 
     from flows.logs import configure_logging
