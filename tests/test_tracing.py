@@ -563,3 +563,35 @@ def test_grpc_port_gets_a_warning(capsys):
     backend.shutdown()
     (line,) = capsys.readouterr().err.splitlines()
     assert "4317" in line and "4318" in line
+
+
+def test_the_first_span_opens_after_start_up(llm_server, project_root):
+    """A fresh process's first LLM span must not hold its start-up (importing litellm took
+    5 s of a 0.4 s call's span): the backend is imported and prepared before the span opens.
+    Checked in a new process, where litellm is not imported yet."""
+    code = f"""
+import asyncio, sys
+from blocks import LLMProvider, tracing
+
+seen = []
+real = tracing.llm_span
+
+def spy(*args, **kwargs):
+    seen.append("litellm" in sys.modules)
+    return real(*args, **kwargs)
+
+tracing.llm_span = spy
+assert "litellm" not in sys.modules
+block = LLMProvider(kind="openai", model="m", api_base={llm_server.base_url!r}, api_key="sk-x")
+asyncio.run(block.acomplete("hi"))
+print(seen)
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[True]"
