@@ -583,3 +583,30 @@ def test_the_web_page_says_when_its_server_dies_and_the_next_start_starts_it_aga
         wait_for(lambda: prefect().get("ready") is True, "the server started again")
         second = json.loads((home / "prefect" / STATE_FILE).read_text())["pid"]
         assert second != first and _pid_alive(second)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_cli_is_imported_is_one_line(project_root, signum):
+    """The console script takes the signals before importing the CLI: a signal that lands
+    while typer is being imported ends the command with one line and 128 + the signal, not
+    with the traceback of an import. The signal is sent from inside that import, so the
+    moment is exact."""
+    code = f"""
+import builtins, os, sys
+real_import = builtins.__import__
+
+def importing(name, *args, **kwargs):
+    if name == "typer" and "typer" not in sys.modules:
+        os.kill(os.getpid(), {int(signum)})
+    return real_import(name, *args, **kwargs)
+
+builtins.__import__ = importing
+sys.argv = ["llm-conductor", "list"]
+from flows.console import main
+main()
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=project_root, capture_output=True, text=True, timeout=120
+    )
+    assert (result.returncode, result.stderr) == (128 + signum, "Error: interrupted\n")
+    assert result.stdout == ""
