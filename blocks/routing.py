@@ -77,7 +77,7 @@ __all__ = [
     "parse_routing_config",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("llm_conductor.routing")
 
 T = TypeVar("T")
 Clock = Callable[[], float]
@@ -565,7 +565,7 @@ async def call_with_routing(
     excluded: set[Route] = set()
     history: list[str] = []
     last_error: ProviderError | None = None
-    for _attempt in range(max_attempts):
+    for attempt in range(max_attempts):
         delay = router.delay_before_next()
         if delay > 0:
             await sleep(delay)
@@ -578,6 +578,8 @@ async def call_with_routing(
         except ProviderError as error:
             router.report_failure(route, error)
             history.append(f"{route.label}: {type(error).__name__}: {error}")
+            # One line per failed call (a 429 is news, its traceback is not).
+            logger.warning("%s (call %d of at most %d)", history[-1], attempt + 1, max_attempts)
             last_error = error
             if not _is_retryable(error):
                 excluded.add(route)

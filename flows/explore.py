@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from tasks.llm import ask_for_attributes
 from tasks.semantic import DEFAULT_SEMANTIC_THRESHOLD, SemanticIndex, embedder
 from tasks.stopping import stop_propagates, until_stopped
 
-__all__ = ["ExploreSummary", "explore_topic", "run_explore", "run_exploration"]
+__all__ = ["ExploreSummary", "explore_topic", "explore_with", "run_explore", "run_exploration"]
 
 logger = logging.getLogger("llm_conductor.explore")
 
@@ -479,24 +480,14 @@ def run_explore(settings: ExploreSettings, output_dir: Path | None, fresh: bool)
         output_dir = default_output_dir(settings.topic)  # a topic such as '???' names none
     begin_command()
     with explore_lock(output_dir), prefect_runtime():
-        return run_flow(
-            lambda: explore_topic(
-                topic=settings.topic,
-                producers=settings.producers,
-                iterations=settings.iterations,
-                max_requests=settings.max_requests,
-                routing_strategy=settings.routing_strategy,
-                routing_config=settings.routing_config,
-                output=str(output_dir),
-                seed=settings.seed,
-                fresh=fresh,
-                similarity=settings.similarity,
-                max_tokens=settings.max_tokens,
-                max_words=settings.max_words,
-                semantic_model=settings.semantic_model,
-                semantic_threshold=settings.semantic_threshold,
-            )
-        )
+        return run_flow(lambda: explore_with(settings, output_dir, fresh))
+
+
+def explore_with(
+    settings: ExploreSettings, output_dir: Path, fresh: bool = False
+) -> Coroutine[Any, Any, ExploreSummary]:
+    """The ``explore_topic`` flow call for ``settings`` (the CLI's and the web page's)."""
+    return explore_topic(**dataclasses.asdict(settings), output=str(output_dir), fresh=fresh)
 
 
 if __name__ == "__main__":

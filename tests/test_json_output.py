@@ -27,6 +27,8 @@ PROMPT_KEYS = {
     "attempts",
     "retries",
     "error",
+    "cached",
+    "usage_estimated",
 }
 
 

@@ -222,7 +222,7 @@ def test_make_router_rejects_bad_routes() -> None:
 
 
 def test_make_router_warns_about_ignored_weights(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="blocks.routing"):
+    with caplog.at_level(logging.WARNING, logger="llm_conductor.routing"):
         make_router("roundrobin", [Route("a", "x", 0.7), Route("b", "y", 0.3)])
         make_router("weighted", [Route("a", "x", 0.7), Route("b", "y", 0.3)])
     assert [r.getMessage() for r in caplog.records] == [

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from blocks.errors import UsageError
+from tasks.explore import DEFAULT_MAX_TOKENS
 from web.hub import Hub, flow_run_url
 from web.runner import parse_form
 from web.server import BackgroundServer
@@ -187,7 +188,7 @@ def test_form_defaults_and_numbers_as_text():
     assert (settings.topic, settings.producers, settings.iterations) == ("Paris", 3, None)
     assert (settings.seed, settings.similarity, fresh) == (7, 90.0, False)
     assert (settings.routing_strategy, settings.routing_config) == ("backoff", "random:random")
-    assert settings.max_tokens is None
+    assert settings.max_tokens == DEFAULT_MAX_TOKENS  # explore's own default, as the CLI's
     assert parse_form({"topic": "x", "max_tokens": "256"})[0].max_tokens == 256
 
 

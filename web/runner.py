@@ -413,7 +413,7 @@ class Runner:
 
     async def _flow_main(self, run_id: int, settings: Any, fresh: bool, output_dir: Path) -> Any:
         """On the flow loop: the CLI's flow call, with the listener set in this task."""
-        from flows.explore import explore_listener, explore_topic
+        from flows.explore import explore_listener, explore_with
 
         self._task = asyncio.current_task()
         explore_listener.set(self._listener(run_id))
@@ -422,22 +422,7 @@ class Runner:
         from prefect.exceptions import CancelledRun
 
         try:
-            return await explore_topic(
-                topic=settings.topic,
-                producers=settings.producers,
-                iterations=settings.iterations,
-                max_requests=settings.max_requests,
-                routing_strategy=settings.routing_strategy,
-                routing_config=settings.routing_config,
-                output=str(output_dir),
-                seed=settings.seed,
-                fresh=fresh,
-                similarity=settings.similarity,
-                max_tokens=settings.max_tokens,
-                max_words=settings.max_words,
-                semantic_model=settings.semantic_model,
-                semantic_threshold=settings.semantic_threshold,
-            )
+            return await explore_with(settings, output_dir, fresh)
         except (asyncio.CancelledError, CancelledRun):
             if not self._stop_requested:
                 raise
