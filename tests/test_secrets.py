@@ -158,6 +158,8 @@ def test_an_echoed_key_never_reaches_output_logs_or_prefect(prefect_stack, tmp_p
         if k not in ("PREFECT_API_URL", "PREFECT_API_DATABASE_CONNECTION_URL")
     } | {
         "PREFECT_HOME": str(tmp_path / "ephemeral-home"),
+        # --ephemeral: the API dies with the command (a managed server would stay running).
+        "LLM_CONDUCTOR_EPHEMERAL": "1",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "300",
         "PREFECT_LOCAL_STORAGE_PATH": str(tmp_path / "ephemeral-storage"),
     }
