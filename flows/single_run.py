@@ -18,10 +18,10 @@ FLOW_NAME = "Complete one prompt"
 async def run_single(prompt: str, provider: ProviderConfig, *, stream: bool = False) -> Completion:
     """Complete ``prompt`` as a flow run when a Prefect API is configured, directly otherwise.
 
-    Without a configured API, Prefect would start an ephemeral server (6-7 s) for a call that
-    takes a fraction of that; the task's function runs without it and nothing is lost, since
-    there is no UI to show the run in. ``provider`` may be a plain configuration: it becomes
-    the block (or, without Prefect, the bare client) here.
+    Without a configured API, starting or connecting to a server (seconds) would cost more
+    than a call that takes a fraction of that; the task's function runs without Prefect, and
+    nothing is lost, since no UI was asked for. ``provider`` may be a plain configuration: it
+    becomes the block (or, without Prefect, the bare client) here.
     """
     if configured_api_url():
         from blocks.llm_provider import LLMProvider

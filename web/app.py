@@ -53,7 +53,8 @@ def create_app(
     allowed_hosts: list[str] | None = None,
     default_config: str | None = None,
 ) -> Starlette:
-    """The app; Prefect (ephemeral if no PREFECT_API_URL) and the flow thread start with it.
+    """The app; Prefect (flows/runtime.py: the configured API, else the managed local server)
+    and the flow thread start with it.
 
     ``queue_limit`` / ``max_lag``: how many messages, or seconds, a watching page may fall
     behind before it gets the whole state again instead (``web.hub``).
